@@ -1,0 +1,1 @@
+"""Data on disk (TFRecord shards) and the tf.data input pipeline."""
