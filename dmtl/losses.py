@@ -1,0 +1,157 @@
+"""The paper's losses (Eq. 1-6), written with ``keras.ops``.
+
+Label encoding: class targets are int labels of shape (B,) with -1 = missing, or soft distributions of shape
+(B, K) whose missing rows are all -1; attribute targets are (B, M) floats in [0, 1] with -1 = missing.
+
+Each loss has a ``*_terms`` form returning ``(per_image_value, per_image_mask)`` so that a distributed training
+step can normalise by the number of contributing images across all replicas; the plain form is their masked
+mean. Every loss is finite (and so is its gradient) when probabilities are exactly 0 or 1, and is exactly 0 with
+zero gradient on a batch in which nothing it needs is labelled.
+"""
+from __future__ import annotations
+
+from keras import ops
+
+EPSILON = 1e-7
+
+DM_TARGETS = ("printed", "attributes-as-target", "mixture-as-target")
+DM_FORMS = ("positive", "bernoulli")
+SCA_DIRECTIONS = ("printed", "distillation")
+
+
+def _log(p):
+    return ops.log(ops.clip(p, EPSILON, 1.0))
+
+
+def _log1m(p):
+    return ops.log(ops.clip(1.0 - p, EPSILON, 1.0))
+
+
+def masked_mean(values, mask, denominator=None):
+    """sum(values * mask) / max(denominator, 1), with ``denominator`` = sum(mask) unless given."""
+    mask = ops.cast(mask, values.dtype)
+    if denominator is None:
+        denominator = ops.sum(mask)
+    return ops.sum(values * mask) / ops.maximum(ops.cast(denominator, values.dtype), 1.0)
+
+
+def class_targets(y_true, num_classes: int, label_smoothing: float = 0.0):
+    """Turns int labels or soft distributions into ``(targets (B, K), mask (B,))``; missing rows get zeros."""
+    if len(y_true.shape) == 1:
+        labels = ops.cast(y_true, "int32")
+        mask = ops.cast(labels >= 0, "float32")
+        targets = ops.one_hot(ops.maximum(labels, 0), num_classes) * mask[:, None]
+    else:
+        y_true = ops.cast(y_true, "float32")
+        mask = ops.cast(ops.min(y_true, axis=-1) >= 0, "float32")
+        targets = ops.maximum(y_true, 0.0) * mask[:, None]
+    if label_smoothing:
+        targets = (targets * (1.0 - label_smoothing) + label_smoothing / num_classes) * mask[:, None]
+    return targets, mask
+
+
+def masked_categorical_crossentropy_terms(y_true, class_probs, label_smoothing: float = 0.0):
+    """Eq. 1, expression/class part: per image -sum_c t_c log p(c|x); mask = image has a class label."""
+    class_probs = ops.cast(class_probs, "float32")
+    targets, mask = class_targets(y_true, class_probs.shape[-1], label_smoothing)
+    return -ops.sum(targets * _log(class_probs), axis=-1), mask
+
+
+def masked_categorical_crossentropy(y_true, class_probs, label_smoothing: float = 0.0):
+    """Eq. 1 L_Exp = E[-log p(y_exp|x)] over the images that have a class label (int or soft target)."""
+    return masked_mean(*masked_categorical_crossentropy_terms(y_true, class_probs, label_smoothing))
+
+
+def masked_binary_crossentropy_terms(y_true, attribute_probs):
+    """Eq. 1, AU/attribute part: per image sum_k d_k BCE_k / sum_k d_k; mask = image has >= 1 attribute label."""
+    y_true = ops.cast(y_true, "float32")
+    attribute_probs = ops.cast(attribute_probs, "float32")
+    labelled = ops.cast(y_true >= 0, "float32")
+    y = ops.maximum(y_true, 0.0)
+    bce = -(y * _log(attribute_probs) + (1.0 - y) * _log1m(attribute_probs))
+    count = ops.sum(labelled, axis=-1)
+    per_image = ops.sum(bce * labelled, axis=-1) / ops.maximum(count, 1.0)
+    return per_image, ops.cast(count > 0, "float32")
+
+
+def masked_binary_crossentropy(y_true, attribute_probs):
+    """Eq. 1 L_AU: per-image mean BCE over its labelled attributes, then mean over images with any label."""
+    return masked_mean(*masked_binary_crossentropy_terms(y_true, attribute_probs))
+
+
+def _matrix(relatedness):
+    return ops.convert_to_tensor(getattr(relatedness, "matrix", relatedness), "float32")
+
+
+def coupled_attribute_probs(class_probs, relatedness):
+    """Eq. 2: q(att_i|x) = sum_c p(c|x) p(att_i|c), shapes (B, K) x (K, M) -> (B, M)."""
+    return ops.matmul(ops.cast(class_probs, "float32"), _matrix(relatedness))
+
+
+def distribution_matching_terms(class_probs, attribute_probs, relatedness, target: str = "printed",
+                                form: str = "positive", normalise: bool = False):
+    """Eq. 3 per image: sum_i -p(att_i|x) log q(att_i|x), q from Eq. 2; every image contributes (mask = 1).
+
+    ``target`` says which side is a stop-gradient target: ``printed`` (neither: gradient into both heads, as
+    printed), ``attributes-as-target`` (p is the target: only the class head learns), ``mixture-as-target``
+    (q is the target: only the attribute head learns). ``form="bernoulli"`` adds the negative part
+    -(1 - p) log(1 - q). ``normalise`` divides by the number of attributes M.
+    """
+    if target not in DM_TARGETS:
+        raise ValueError(f"dm target {target!r} not in {DM_TARGETS}")
+    if form not in DM_FORMS:
+        raise ValueError(f"dm form {form!r} not in {DM_FORMS}")
+    p = ops.cast(attribute_probs, "float32")
+    q = coupled_attribute_probs(class_probs, relatedness)
+    if target == "attributes-as-target":
+        p = ops.stop_gradient(p)
+    elif target == "mixture-as-target":
+        q = ops.stop_gradient(q)
+    per_attribute = -p * _log(q)
+    if form == "bernoulli":
+        per_attribute = per_attribute - (1.0 - p) * _log1m(q)
+    per_image = ops.sum(per_attribute, axis=-1)
+    if normalise:
+        per_image = per_image / max(int(p.shape[-1]), 1)
+    return per_image, ops.ones_like(per_image)
+
+
+def distribution_matching_loss(class_probs, attribute_probs, relatedness, target: str = "printed",
+                               form: str = "positive", normalise: bool = False):
+    """Eq. 2-3 L_DM = E_x[sum_i -p(att_i|x) log q(att_i|x)] over all images; see the terms for the options."""
+    return masked_mean(*distribution_matching_terms(class_probs, attribute_probs, relatedness, target, form,
+                                                    normalise))
+
+
+def co_annotation_indicator(attribute_labels, relatedness):
+    """Eq. 4: I(c|x) = sum_i w_ci y_i / sum_i w_ci over the image's labelled attributes only (0 if none relate).
+
+    Returns ``(indicator (B, K), mask (B,))``, mask = image has at least one attribute label.
+    """
+    y_true = ops.cast(attribute_labels, "float32")
+    weights = _matrix(relatedness)  # (K, M)
+    labelled = ops.cast(y_true >= 0, "float32")
+    numerator = ops.matmul(ops.maximum(y_true, 0.0) * labelled, ops.transpose(weights))
+    denominator = ops.matmul(labelled, ops.transpose(weights))
+    indicator = ops.where(denominator > 0, numerator / ops.maximum(denominator, EPSILON), 0.0)
+    return indicator, ops.cast(ops.sum(labelled, axis=-1) > 0, "float32")
+
+
+def soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction: str = "printed"):
+    """Eq. 4-6 per image: q(c|x) = softmax_c I(c|x); ``printed`` sum_c -p(c|x) log q(c|x), or ``distillation``
+    sum_c -q(c|x) log p(c|x) (q as a soft label). Mask = image has attribute labels."""
+    if direction not in SCA_DIRECTIONS:
+        raise ValueError(f"sca direction {direction!r} not in {SCA_DIRECTIONS}")
+    p = ops.cast(class_probs, "float32")
+    indicator, mask = co_annotation_indicator(attribute_labels, relatedness)
+    q = ops.softmax(indicator, axis=-1)
+    if direction == "printed":
+        per_image = -ops.sum(p * ops.log_softmax(indicator, axis=-1), axis=-1)
+    else:
+        per_image = -ops.sum(q * _log(p), axis=-1)
+    return per_image, mask
+
+
+def soft_co_annotation_loss(class_probs, attribute_labels, relatedness, direction: str = "printed"):
+    """Eq. 4-6 L_SCA = E_x[sum_c -p(c|x) log q(c|x)] over images with attribute labels (or its distillation form)."""
+    return masked_mean(*soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction))

@@ -1,0 +1,160 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dmtl.model import MultiTaskModel
+from dmtl.relatedness import du_et_al_2014
+from models import build_backbone, small_cnn
+
+AUS = ["AU1", "AU2", "AU4", "AU6", "AU12", "AU25"]
+
+
+def tiny_backbone(size=24):
+    return small_cnn((size, size, 3), widths=(8, 16), feature_dim=16)
+
+
+def partial_data(n=24, size=24, seed=0):
+    """Half the images carry only a class label, half only attribute labels (no overlap), like the paper."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+    classes = rng.integers(0, 7, n)
+    attributes = rng.integers(0, 2, (n, len(AUS))).astype(np.float32)
+    classes[n // 2:] = -1
+    attributes[: n // 2] = -1
+    return x, {"classes": classes, "attributes": attributes}
+
+
+def backbone_without_batchnorm(size=24):
+    """Batch normalisation uses per-replica statistics under MirroredStrategy; this one has none."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(16, activation="relu")(x))
+
+
+def make_model(backbone=None, **kwargs):
+    kwargs.setdefault("relatedness", du_et_al_2014(attribute_names=AUS))
+    return MultiTaskModel(backbone or tiny_backbone(), 7, len(AUS), attribute_names=AUS, **kwargs)
+
+
+@pytest.mark.parametrize("setting", [
+    dict(tasks=("classes",)), dict(tasks=("attributes",)), dict(), dict(coupling=("dm",)),
+    dict(coupling=("sca",)), dict(coupling=("dm", "sca"), dm_target="attributes-as-target",
+                                  sca_direction="distillation", dm_form="bernoulli")])
+def test_every_setting_trains_with_fit_and_logs_each_term(setting):
+    keras.utils.set_random_seed(0)
+    model = make_model(**setting)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = partial_data()
+    frozen = [v.numpy().copy() for t in ("classes", "attributes") if t not in model.tasks
+              for v in getattr(model, "class_head" if t == "classes" else "attribute_head").weights]
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    untrained = [v.numpy() for t in ("classes", "attributes") if t not in model.tasks
+                 for v in getattr(model, "class_head" if t == "classes" else "attribute_head").weights]
+    for before, after in zip(frozen, untrained):
+        np.testing.assert_array_equal(before, after)  # single-task: the other head is not trained
+    for term in [*model.tasks, *model.coupling]:
+        assert np.isfinite(history[f"{term}_loss"][0])
+    if "classes" in model.tasks:
+        assert "classes_accuracy" in history
+    if "attributes" in model.tasks:
+        assert "attributes_afa" in history
+
+
+def test_loss_is_weighted_sum_of_terms():
+    keras.utils.set_random_seed(0)
+    model = make_model(coupling=("dm", "sca"), loss_weights={"classes": 2.0, "dm": 0.5})
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = partial_data()
+    logs = model.evaluate(x, y, batch_size=24, verbose=0, return_dict=True)
+    expected = 2 * logs["classes_loss"] + logs["attributes_loss"] + 0.5 * logs["dm_loss"] + logs["sca_loss"]
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_invalid_settings_are_rejected():
+    with pytest.raises(ValueError):
+        make_model(tasks=("classes",), coupling=("dm",))
+    with pytest.raises(ValueError):
+        make_model(coupling=("dm",), relatedness=None)
+    with pytest.raises(ValueError):
+        make_model(relatedness=np.zeros((3, 3)))
+
+
+def test_keras_round_trip_safe_mode_and_export(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = make_model(coupling=("dm", "sca"), head_dropout=0.1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = partial_data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    got = loaded.predict(x, verbose=0)
+    for key in ("classes", "attributes"):
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
+    assert loaded.coupling == ("dm", "sca") and loaded.attribute_names == AUS
+    model.export(str(tmp_path / "export"), verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "export"))
+    served = reloaded.serve(tf.constant(x))
+    assert set(served) == {"classes", "attributes"}
+    for key in ("classes", "attributes"):
+        np.testing.assert_allclose(served[key].numpy(), expected[key], atol=1e-5)
+
+
+def test_application_backbone_builds_and_missing_weights_is_clear(tmp_path):
+    backbone = build_backbone("resnet50", (32, 32, 3))
+    assert backbone.output_shape == (None, 2048)
+    with pytest.raises(FileNotFoundError, match="no download"):
+        build_backbone("vgg16", (32, 32, 3), weights=str(tmp_path / "missing.h5"))
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, sys.argv[1])
+    from tests.test_model import backbone_without_batchnorm, make_model, partial_data
+
+    def one_step(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = make_model(backbone_without_batchnorm(), coupling=("dm", "sca"))
+            model.compile(optimizer=keras.optimizers.SGD(0.5))
+        x, y = partial_data(n=16)
+        # unequal labels per replica: 5 of the first 8 images have a class label, 3 of the last 8
+        y["classes"][5:8] = -1
+        y["classes"][8:11] = np.array([1, 2, 3])
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        logs = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+        delta = [np.abs(v.numpy() - b).max() for v, b in zip(model.trainable_variables, before)]
+        return [v.numpy() for v in model.trainable_variables], {k: float(v[0]) for k, v in logs.items()}, delta
+
+    single, single_logs, delta = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored, mirrored_logs, _ = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored))
+    print(json.dumps({"diff": diff, "moved": float(max(delta)), "single": single_logs, "mirrored": mirrored_logs}))
+""")
+
+
+def test_mirrored_strategy_step_equals_single_device_step(tmp_path):
+    """One step on two logical CPUs gives the same weights and logged losses as one step on one device."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), repo], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["moved"] > 1e-4  # the step really changed the weights
+    assert result["diff"] < 1e-4, result
+    for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+        assert result["mirrored"][key] == pytest.approx(result["single"][key], rel=1e-4), key
