@@ -1,0 +1,1 @@
+"""Experiments over settings, methods, seeds and folds, written as the paper's tables."""

@@ -1,0 +1,196 @@
+"""Runs settings / methods / coupling ablations over seeds (or folds) and writes the paper's kind of tables.
+
+Rows: ST (two single-task models), NC MT, C MT (Tables 2 and 4), one row per baseline method (Table 5), or the
+coupling ablation (none, DM only, SCA only, both, for each loss form; Table 3). Each cell is mean ± std over
+seeds; each multi-task row also shows its difference from ST per task, with negative transfer flagged.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dmtl import config as config_lib
+
+SETTING_ROWS = {"st": "ST", "nc": "NC MT", "c": "C MT"}
+METHOD_LABELS = {"ew": "EW", "st-t": "S-T NC MT", "mgda": "MGDA-UB", "gradnorm": "GradNorm", "adashare": "AdaShare",
+                 "tr": "TR"}
+# Coupling loss forms of the ablation: (label, dm_target, dm_form, sca_direction)
+FORMS = {
+    "printed": ("printed", "positive", "printed"),
+    "distillation": ("attributes-as-target", "positive", "distillation"),
+    "mixture-target": ("mixture-as-target", "positive", "distillation"),
+    "bernoulli": ("printed", "bernoulli", "printed"),
+}
+METRIC_KEYS = {"classes": ("accuracy", "average_accuracy", "macro_f1"),
+               "attributes": ("mean_f1", "mean_accuracy", "afa")}
+
+
+@dataclasses.dataclass
+class Row:
+    """One row of a table: a label and the runs (setting + overrides) that produce its numbers."""
+
+    label: str
+    runs: list  # [(run name, overrides dict)]
+    is_baseline: bool = False
+
+
+def plan(settings, methods, ablation, forms) -> list[Row]:
+    rows = []
+    for setting in settings:
+        if setting == "st":
+            rows.append(Row("ST", [("st-classes", {"setting": "st-classes"}),
+                                   ("st-attributes", {"setting": "st-attributes"})], is_baseline=True))
+        elif setting in ("nc", "c"):
+            rows.append(Row(SETTING_ROWS[setting], [(setting, {"setting": setting, "method": "ew"})]))
+        else:
+            raise ValueError(f"unknown setting {setting!r} (st, nc, c)")
+    for method in methods:
+        if method == "ew":
+            continue
+        rows.append(Row(METHOD_LABELS.get(method, method), [(f"{method}-nc", {"setting": "nc", "method": method})]))
+    if ablation == "coupling":
+        for form in forms:
+            dm_target, dm_form, sca = FORMS[form]
+            base = {"setting": "c", "dm_target": dm_target, "dm_form": dm_form, "sca_direction": sca}
+            for label, coupling in (("DM", ["dm"]), ("SCA", ["sca"]), ("DM+SCA", ["dm", "sca"])):
+                rows.append(Row(f"{label} ({form})", [(f"c-{'-'.join(coupling)}-{form}", {**base, "coupling": coupling})]))
+    return rows
+
+
+def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None, verbose=0) -> list[dict]:
+    """Trains and evaluates every run of every row for every seed; returns one record per (row, seed)."""
+    import keras
+
+    from dmtl.evaluation import evaluate_run
+    from dmtl.training import run
+
+    out = Path(out)
+    records = []
+    for seed in seeds:
+        for row in rows:
+            merged = {"label": row.label, "seed": seed}
+            for name, overrides in row.runs:
+                config = config_lib.resolve(database, config_file,
+                                            {**(extra or {}), **overrides, "seed": seed, "data": data})
+                run_dir = out / "runs" / f"{name}-seed{seed}"
+                print(f"== {row.label} / {name} / seed {seed} -> {run_dir}", flush=True)
+                run(config, run_dir, verbose=verbose)
+                result = evaluate_run(run_dir, split="test")
+                for task in ("classes", "attributes"):
+                    if task in result:
+                        for key in METRIC_KEYS[task]:
+                            merged[f"{task}_{key}"] = result[task][key]
+                if "attributes_val_thresholds" in result:
+                    merged["attributes_mean_f1_val_thresholds"] = result["attributes_val_thresholds"]["mean_f1"]
+                keras.backend.clear_session()
+            records.append(merged)
+    return records
+
+
+def summarise(records, rows, primary) -> list[dict]:
+    """Mean and std per row and metric, and each row's difference from ST on the primary metrics."""
+    table = []
+    for row in rows:
+        mine = [r for r in records if r["label"] == row.label]
+        entry = {"label": row.label, "n": len(mine)}
+        for key in sorted({k for r in mine for k in r if k not in ("label", "seed")}):
+            values = np.array([r[key] for r in mine if key in r], np.float64)
+            entry[key] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        table.append(entry)
+    st = next((e for e in table if e["label"] == "ST"), None)
+    for entry in table:
+        for task in ("classes", "attributes"):
+            key = f"{task}_{primary[task]}"
+            if st is not None and entry is not st and key in entry and key in st:
+                diff = entry[key][0] - st[key][0]
+                entry[f"{task}_delta_vs_st"] = diff
+                entry[f"{task}_negative_transfer"] = diff < 0
+    return table
+
+
+def _fmt(cell, pct=False):
+    mean, std = cell
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def write_results(out, records, table, primary, meta) -> None:
+    out = Path(out)
+    keys = sorted({k for r in records for k in r})
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["label", "seed", *[k for k in keys if k not in ("label", "seed")]])
+        writer.writeheader()
+        writer.writerows(records)
+    pc, pa = primary["classes"], primary["attributes"]
+    lines = [f"# {meta['database']}: mean ± std over {meta['seeds']} seed(s)", "",
+             f"Primary metrics: classes {pc}, attributes {pa} (the paper's pair for this database). "
+             f"Δ = difference from ST; ▼ = negative transfer (below ST).", "",
+             f"| setting | classes {pc} | attributes {pa} | Δ classes | Δ attributes |", "|---|---|---|---|---|"]
+    for e in table:
+        cells = []
+        for task, metric in (("classes", pc), ("attributes", pa)):
+            key = f"{task}_{metric}"
+            cells.append(_fmt(e[key]) if key in e else "–")
+        deltas = []
+        for task in ("classes", "attributes"):
+            if f"{task}_delta_vs_st" in e:
+                mark = " ▼" if e[f"{task}_negative_transfer"] else ""
+                deltas.append(f"{e[f'{task}_delta_vs_st']:+.3f}{mark}")
+            else:
+                deltas.append("–")
+        lines.append(f"| {e['label']} | {cells[0]} | {cells[1]} | {deltas[0]} | {deltas[1]} |")
+    lines += ["", "All metrics:", "", "| setting | " + " | ".join(f"{t} {k}" for t, ks in METRIC_KEYS.items()
+                                                              for k in ks) + " |",
+              "|---|" + "---|" * 6]
+    for e in table:
+        lines.append(f"| {e['label']} | " + " | ".join(_fmt(e[f"{t}_{k}"]) if f"{t}_{k}" in e else "–"
+                                                    for t, ks in METRIC_KEYS.items() for k in ks) + " |")
+    if any("attributes_mean_f1_val_thresholds" in e for e in table):
+        lines += ["", "Attribute mean F1 with per-attribute thresholds tuned on validation (not the paper's 0.5):", ""]
+        for e in table:
+            if "attributes_mean_f1_val_thresholds" in e:
+                lines.append(f"- {e['label']}: {_fmt(e['attributes_mean_f1_val_thresholds'])}")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"meta": meta, "table": table, "records": records}, indent=2))
+    plot(out / "results.png", table, primary, meta)
+
+
+def plot(path, table, primary, meta) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [e["label"] for e in table]
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 2), 3.6))
+    width = 0.38
+    for i, (task, colour) in enumerate((("classes", "tab:blue"), ("attributes", "tab:orange"))):
+        key = f"{task}_{primary[task]}"
+        means = [e[key][0] if key in e else np.nan for e in table]
+        stds = [e[key][1] if key in e else 0 for e in table]
+        ax.bar(np.arange(len(labels)) + (i - 0.5) * width, means, width, yerr=stds, capsize=3, color=colour,
+               label=f"{task} {primary[task]}")
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{meta['database']} (mean ± std, {meta['seeds']} seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(database, out, settings=("st", "nc", "c"), seeds=3, methods=(), ablation=None, forms=("printed",),
+            data=None, config_file=None, extra=None, verbose=0) -> str:
+    """Runs the comparison and returns the markdown table (also written to ``out/results.md``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = plan(settings, methods, ablation, forms)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    records = run_all(database, out, rows, seed_list, data, config_file, extra, verbose)
+    primary = config_lib.resolve(database, config_file, {**(extra or {}), "data": data})["primary_metrics"]
+    table = summarise(records, rows, primary)
+    meta = {"database": database, "seeds": len(seed_list), "settings": list(settings), "methods": list(methods),
+            "ablation": ablation, "forms": list(forms), "overrides": extra or {}}
+    write_results(out, records, table, primary, meta)
+    return (out / "results.md").read_text()

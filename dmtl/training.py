@@ -1,0 +1,219 @@
+"""One training run: configuration -> data -> relatedness -> model -> ``fit`` -> run folder.
+
+The run folder holds ``config.yaml`` (the resolved configuration), ``history.csv``, TensorBoard ``logs/``,
+``best.weights.h5`` and ``last.weights.h5``, ``model.keras`` (best weights), ``export/`` (SavedModel serving
+uint8 faces), ``relatedness.csv``/``.png`` when coupling, and ``summary.json`` once training has finished.
+Killing a run and starting the same command again resumes from the last finished epoch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dmtl import config as config_lib
+from dmtl import relatedness as relatedness_lib
+from dmtl.data import labels as data_labels
+from dmtl.data import reader
+from dmtl.export import export_serving
+from dmtl.model import MultiTaskModel
+from models import build_backbone
+
+log = logging.getLogger("dmtl.train")
+
+
+class RunError(ValueError):
+    """A run cannot start as asked (missing data, a run folder holding another configuration, ...)."""
+
+SETTING_TASKS = {"st-classes": ("classes",), "st-attributes": ("attributes",), "nc": ("classes", "attributes"),
+                 "c": ("classes", "attributes")}
+
+
+# ---------------------------------------------------------------- data
+def data_dirs(config: dict) -> list[Path]:
+    """The run's shard folders: ``config['data']``, or the demo database built on first use."""
+    data = config["data"]
+    if data is None and config["database"] == "demo":
+        from dmtl.demo_data import ensure_demo_data
+        return [ensure_demo_data(config.get("demo") or {}, config["input_size"])]
+    if data is None:
+        raise RunError(f"no --data for database {config['database']!r}: build it first with "
+                         f"'python -m preprocessing build --database {config['database']} --root RAW_DIR "
+                         f"--out DATA_DIR', then pass --data DATA_DIR")
+    dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    for d in dirs:
+        data_labels.schema_of(d)  # fails clearly if a folder is not a built data folder
+    return dirs
+
+
+def label_names(dirs, config) -> tuple[list[str], list[str]]:
+    """Class names (the first source that has classes) and the union of attribute names, optionally restricted."""
+    class_names, attribute_names = [], []
+    for d in dirs:
+        schema = data_labels.schema_of(d)
+        if not class_names:
+            class_names = list(schema["class_names"])
+        attribute_names += [a for a in schema["attribute_names"] if a not in attribute_names]
+    return list(config["classes"] or class_names), list(config["attributes"] or attribute_names)
+
+
+def build_relatedness(config, class_names, attribute_names, dirs):
+    """p(attribute | class) for coupling, by name: du2014 | affwild2 | empirical | CSV file."""
+    name = config["relatedness"]
+    if name == "empirical":
+        classes, attributes = data_labels.load_labels(dirs, config["relatedness_split"], class_names,
+                                                      attribute_names)
+        return relatedness_lib.from_annotations(classes, attributes, class_names, attribute_names,
+                                                missing_classes="zero")
+    return relatedness_lib.from_name(name, class_names, attribute_names)
+
+
+def save_relatedness(relatedness, run_dir: Path) -> None:
+    relatedness.to_csv(run_dir / "relatedness.csv")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    k, m = relatedness.shape
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * m + 2), max(3, 0.35 * k + 1.5)))
+    image = ax.imshow(relatedness.matrix, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(m), relatedness.attribute_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), relatedness.class_names, fontsize=7)
+    ax.set_title("p(attribute | class)")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(run_dir / "relatedness.png", dpi=120)
+    plt.close(fig)
+
+
+def datasets(config, dirs, class_names, attribute_names, tasks):
+    """Training and validation ``tf.data`` pipelines and the number of training steps per epoch."""
+    require = tasks[0] if len(tasks) == 1 else None
+    counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names)
+    n_train = counts[require] if require else counts["any"]
+    if n_train == 0:
+        raise RunError(f"no training images carry the labels setting {config['setting']!r} needs")
+    common = dict(attribute_names=attribute_names, class_names=class_names, require=require)
+    train = reader.make_dataset(
+        [str(d) for d in dirs], "train", config["batch_size"], training=True, shuffle_buffer=config["shuffle_buffer"],
+        seed=config["seed"], augment=config["augment"], mixaugment=config["mixaugment"], mixing=config["mixing"],
+        repeat=True, drop_remainder=True, **common)
+    val = reader.make_dataset([str(d) for d in dirs], "val", config["batch_size"], training=False, **common)
+    steps = config["steps_per_epoch"] or max(1, math.ceil(n_train / config["batch_size"]))
+    return train, val, steps
+
+
+# ---------------------------------------------------------------- model
+def dm_relatedness_mode(config) -> str:
+    if config["dm_relatedness"] != "auto":
+        return config["dm_relatedness"]
+    return "indicator" if config["relatedness"] == "du2014" else "weights"
+
+
+def build_model(config, class_names, attribute_names, relatedness) -> MultiTaskModel:
+    tasks = SETTING_TASKS[config["setting"]]
+    coupling = tuple(config["coupling"] or ()) if config["setting"] == "c" else ()
+    size = config["input_size"]
+    backbone = build_backbone(config["backbone"], (size, size, 3), weights=config["weights"])
+    weighting = config["method"] if config["method"] in ("ew", "mgda", "gradnorm") else "ew"
+    return MultiTaskModel(
+        backbone, len(class_names), len(attribute_names), relatedness=relatedness, class_names=class_names,
+        attribute_names=attribute_names, tasks=tasks, coupling=coupling, loss_weights=config["loss_weights"],
+        dm_target=config["dm_target"], dm_form=config["dm_form"], dm_normalise=config["dm_normalise"],
+        dm_relatedness=dm_relatedness_mode(config), sca_direction=config["sca_direction"],
+        label_smoothing=config["label_smoothing"], head_dropout=config["head_dropout"], weighting=weighting)
+
+
+def make_optimizer(config):
+    name, lr = config["optimizer"], float(config["lr"])
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=float(config["weight_decay"]) or 0.004)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r} (adam | adamw | sgd)")
+
+
+# ---------------------------------------------------------------- callbacks
+class ValidationScore(keras.callbacks.Callback):
+    """Adds ``val_score``: the mean of the trained tasks' primary validation metrics (checkpoint selection)."""
+
+    def __init__(self, tasks, primary_metrics):
+        super().__init__()
+        self.keys = [f"val_{task}_{primary_metrics[task]}" for task in tasks]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and all(k in logs for k in self.keys):
+            logs["val_score"] = float(np.mean([logs[k] for k in self.keys]))
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One line per epoch with every loss term and the primary metrics, train and validation."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs, self.start = epochs, time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        keys = sorted(k for k in logs if k.endswith("loss") or k.endswith(("accuracy", "mean_f1")) or k == "val_score")
+        parts = " ".join(f"{k}={logs[k]:.4f}" for k in keys if isinstance(logs[k], (int, float, np.floating)))
+        print(f"[epoch {epoch + 1}/{self.epochs}] {parts} ({time.time() - self.start:.0f}s)", flush=True)
+
+
+# ---------------------------------------------------------------- the run
+def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False) -> dict:
+    """Trains one configuration into ``run_dir`` (resuming if interrupted) and returns its summary."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary_file = run_dir / "summary.json"
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file():
+        previous = config_lib.load(config_file)
+        if previous != config and not force:
+            raise RunError(f"{run_dir} holds a run with another configuration; use a new --out or --force")
+    if summary_file.is_file() and not force:
+        log.info("%s already finished; pass --force to train again", run_dir)
+        return json.loads(summary_file.read_text())
+    config_lib.save(config, config_file)
+    keras.utils.set_random_seed(int(config["seed"]))
+    dirs = data_dirs(config)
+    class_names, attribute_names = label_names(dirs, config)
+    tasks = SETTING_TASKS[config["setting"]]
+    relatedness = None
+    if config["setting"] == "c" and config["coupling"]:
+        relatedness = build_relatedness(config, class_names, attribute_names, dirs)
+        save_relatedness(relatedness, run_dir)
+    train, val, steps = datasets(config, dirs, class_names, attribute_names, tasks)
+    model = build_model(config, class_names, attribute_names, relatedness)
+    model.compile(optimizer=make_optimizer(config), jit_compile=bool(config["jit_compile"]))
+    monitor = config["monitor"]
+    callbacks = [
+        ValidationScore(tasks, config["primary_metrics"]),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.weights.h5"), monitor=monitor, mode="max",
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "last.weights.h5"), save_weights_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+        EpochSummary(config["epochs"]),
+    ]
+    start = time.time()
+    model.fit(train, validation_data=val, epochs=config["epochs"], steps_per_epoch=steps, callbacks=callbacks,
+              verbose=verbose)
+    seconds = time.time() - start
+    if (run_dir / "best.weights.h5").is_file():
+        model.load_weights(run_dir / "best.weights.h5")
+    model.save(run_dir / "model.keras")
+    export_serving(model, run_dir / "export", config["input_size"],
+                   extra={"database": config["database"], "setting": config["setting"]})
+    summary = {"run_dir": str(run_dir), "setting": config["setting"], "tasks": list(tasks),
+               "coupling": list(model.coupling), "train_seconds": round(seconds, 1), "steps_per_epoch": steps,
+               "epochs": config["epochs"], "class_names": class_names, "attribute_names": attribute_names}
+    summary_file.write_text(json.dumps(summary, indent=2))
+    return summary
