@@ -16,19 +16,12 @@ from keras import ops
 
 from dmtl import losses, metrics
 from dmtl.weighting import get_weighting
+from dmtl.weighting.distribute import replica_sum
 from models.heads import TaskHead
 
 TASKS = ("classes", "attributes")
 COUPLINGS = ("dm", "sca")
 DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0, "dm": 1.0, "sca": 1.0}
-
-
-def _replica_sum(value):
-    """Sums a per-replica value over replicas (identity without a distribution strategy)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def _num_replicas() -> int:
@@ -90,6 +83,8 @@ class MultiTaskModel(keras.Model):
         self.class_head.trainable = "classes" in tasks  # single-task: the other head stays untrained
         self.attribute_head.trainable = "attributes" in tasks
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self._loss_names()}
+        # the weighting method's own scalars (e.g. task weights), averaged over the epoch like the losses
+        self._trackers.update({name: keras.metrics.Mean(name=name) for name in self.weighting.log_names(self)})
         self._task_metrics = {"classes": [], "attributes": []}
         if "classes" in tasks:
             self._task_metrics["classes"] = [m(self.num_classes, name=f"classes_{m.score}") for m in
@@ -129,7 +124,7 @@ class MultiTaskModel(keras.Model):
     @staticmethod
     def _global_mean(terms):
         values, mask = terms
-        return losses.masked_mean(values, mask, denominator=_replica_sum(ops.sum(ops.cast(mask, "float32"))))
+        return losses.masked_mean(values, mask, denominator=replica_sum(ops.sum(ops.cast(mask, "float32"))))
 
     def loss_terms(self, y, predictions) -> dict:
         """Unweighted loss terms, each a masked mean normalised over all replicas' contributing images."""
@@ -190,9 +185,10 @@ class MultiTaskModel(keras.Model):
             if task in y:
                 for metric in task_metrics:
                     metric.update_state(y[task], predictions[task])
-        results = {m.name: m.result() for m in self.metrics}
-        results.update(logs)
-        return results
+        for name, value in logs.items():
+            self._trackers[name].update_state(value)
+        # logs = exactly the metrics, so Keras reports epoch values aggregated over replicas
+        return {m.name: m.result() for m in self.metrics}
 
     @property
     def metrics(self):

@@ -156,5 +156,6 @@ def test_mirrored_strategy_step_equals_single_device_step(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["moved"] > 1e-4  # the step really changed the weights
     assert result["diff"] < 1e-4, result
-    for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+    for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss", "classes_accuracy",
+                "classes_macro_f1", "attributes_mean_f1", "attributes_afa"):
         assert result["mirrored"][key] == pytest.approx(result["single"][key], rel=1e-4), key

@@ -5,6 +5,8 @@ from dmtl.weighting.base import Weighting
 
 METHODS = {
     "ew": "dmtl.weighting.ew:EqualWeighting",
+    "mgda": "dmtl.weighting.mgda:MGDAUB",
+    "gradnorm": "dmtl.weighting.gradnorm:GradNorm",
 }
 
 

@@ -21,6 +21,10 @@ class Weighting:
     def build(self, model) -> None:
         """Creates any state the method needs (variables) once the model is built."""
 
+    def log_names(self, model) -> list[str]:
+        """Names of the scalars :meth:`combine` / :meth:`after_step` log; the model tracks them as metrics."""
+        return []
+
     def combine(self, task_losses: dict, *, tape, features, model):
         """Returns ``(loss, logs)``: the scalar whose gradient trains the model and extra scalars to log."""
         raise NotImplementedError

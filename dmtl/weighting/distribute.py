@@ -1,0 +1,32 @@
+"""Helpers shared by the per-task-gradient weightings: replica sums and state variables attached to a model."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def replica_sum(value):
+    """Sums a per-replica tensor over the replicas in sync (identity without a distribution strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def attach_state(model, name: str, variable) -> None:
+    """Tracks a method's variable on an already built model, so checkpoints (BackupAndRestore, ``.weights.h5``,
+    ``.keras``) carry it; the model's state lock is lifted for this one attribute only."""
+    tracker = getattr(model, "_tracker", None)
+    locked = bool(tracker is not None and tracker.locked)
+    if locked:
+        tracker.unlock()
+    try:
+        setattr(model, name, variable)
+    finally:
+        if locked:
+            tracker.lock()  # keeps the original lock message
+
+
+def state_variable(value, name: str):
+    """A non-trainable float32 variable that every replica assigns the same value to (aggregation ``mean``)."""
+    return keras.Variable(value, dtype="float32", trainable=False, aggregation="mean", name=name)

@@ -1,0 +1,121 @@
+"""GradNorm (``gradnorm``, Chen et al. 2018): learnable task weights that balance the tasks' gradient norms.
+
+The model minimises L = sum_t w_t L_t (w held constant in that step). After the model's update, with W the last
+shared layer's kernel (the backbone's last trainable kernel):
+    G_t = ||d(w_t L_t)/dW|| = w_t ||dL_t/dW||,        G_avg = mean_t G_t,
+    L~_t = L_t / L_t(0),  r_t = L~_t / mean_t L~_t,    target_t = G_avg r_t^alpha   (a constant),
+    L_grad = sum_t |G_t - target_t|,   w <- w - lr dL_grad/dw = w - lr sign(G_t - target_t) ||dL_t/dW||,
+then w is renormalised to sum_t w_t = T (the number of tasks). A task that trains slower (larger r_t) gets a
+larger target and its weight grows; a faster one shrinks. L_t(0) is the task's loss at the first step in which it
+had labels. Under ``tf.distribute`` the gradients of the replicas' loss shares and the losses are summed over
+replicas (all-reduce) so every replica makes the same update.
+
+The weights and L_t(0) are variables tracked on the model (checkpointed with it, restored on resume).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from dmtl.weighting.base import Weighting
+from dmtl.weighting.distribute import attach_state, replica_sum, state_variable
+
+_EPSILON = 1e-8
+
+
+def last_shared_kernel(backbone, name: str | None = None):
+    """The last shared layer's weight matrix: the backbone's last trainable variable with >= 2 dimensions (a
+    Dense/Conv kernel) in layer order, or the trainable variable whose path or name contains ``name``."""
+    variables = list(backbone.trainable_variables)
+    if name is not None:
+        matches = [v for v in variables if name in getattr(v, "path", v.name) or name == v.name]
+        if not matches:
+            raise ValueError(f"no trainable backbone variable matches {name!r}")
+        return matches[-1]
+    kernels = [v for v in variables if len(v.shape) >= 2]
+    if not kernels:
+        raise ValueError("the backbone has no trainable kernel for GradNorm to balance gradient norms on")
+    return kernels[-1]
+
+
+def gradnorm_update(weights, gradient_norms, losses, initial_losses, alpha: float = 1.5, lr: float = 0.025):
+    """One GradNorm step on the task weights (all arguments (T,) tensors of global values).
+
+    ``gradient_norms`` are ||dL_t/dW|| (unweighted), ``initial_losses`` L_t(0) (0 = not yet seen). Tasks with zero
+    loss (no labels this step) are left out of the averages and their weight only follows the renormalisation.
+    Returns ``(new_weights, new_initial_losses, G (T,), targets (T,))``.
+    """
+    weights, gradient_norms, losses, initial_losses = (tf.cast(tf.convert_to_tensor(v), tf.float32) for v in
+                                                       (weights, gradient_norms, losses, initial_losses))
+    present = tf.logical_and(losses > 0, gradient_norms > 0)
+    count = tf.maximum(tf.reduce_sum(tf.cast(present, tf.float32)), 1.0)
+    initial_losses = tf.where(tf.logical_and(initial_losses <= 0, losses > 0), losses, initial_losses)
+    norms = weights * gradient_norms  # G_t
+    ratios = tf.where(present, losses / tf.maximum(initial_losses, _EPSILON), 0.0)  # L~_t
+    mean_ratio = tf.reduce_sum(ratios) / count
+    inverse_rate = tf.where(present, ratios / tf.maximum(mean_ratio, _EPSILON), 0.0)  # r_t
+    mean_norm = tf.reduce_sum(tf.where(present, norms, 0.0)) / count
+    targets = tf.stop_gradient(mean_norm * inverse_rate ** alpha)
+    gradient = tf.where(present, tf.sign(norms - targets) * gradient_norms, 0.0)  # dL_grad / dw
+    new = tf.maximum(weights - lr * gradient, _EPSILON)
+    size = float(weights.shape[0])
+    return new * size / tf.reduce_sum(new), initial_losses, norms, targets
+
+
+class GradNorm(Weighting):
+    """L = sum_t w_t L_t with w learned by GradNorm's gradient-norm balancing rule (see the module docstring).
+
+    Options: ``alpha`` (restoring-force strength, default 1.5), ``lr`` (the weights' own SGD learning rate),
+    ``shared_variable`` (substring of the shared kernel's path; default: the backbone's last trainable kernel).
+    Logs ``gradnorm_weight_<task>``.
+    """
+
+    name = "gradnorm"
+    persistent_tape = True
+
+    def __init__(self, alpha: float = 1.5, lr: float = 0.025, shared_variable: str | None = None, **options):
+        super().__init__(alpha=float(alpha), lr=float(lr), shared_variable=shared_variable, **options)
+        self.alpha, self.lr, self.shared_variable = float(alpha), float(lr), shared_variable
+        self.tasks, self.shared, self.weights, self.initial_losses = (), None, None, None
+
+    def build(self, model) -> None:
+        self.tasks = tuple(model.tasks)
+        self.shared = last_shared_kernel(model.backbone, self.shared_variable)
+        n = len(self.tasks)
+        self.weights = state_variable([1.0] * n, "gradnorm_weights")
+        self.initial_losses = state_variable([0.0] * n, "gradnorm_initial_losses")
+        attach_state(model, "gradnorm_weights", self.weights)
+        attach_state(model, "gradnorm_initial_losses", self.initial_losses)
+
+    def log_names(self, model) -> list[str]:
+        return [f"gradnorm_weight_{t}" for t in model.tasks]
+
+    def _weight_logs(self, weights):
+        return {f"gradnorm_weight_{t}": weights[i] for i, t in enumerate(self.tasks)}
+
+    def combine(self, task_losses, *, tape, features, model):
+        weights = tf.stop_gradient(tf.convert_to_tensor(self.weights))
+        total = sum(weights[self.tasks.index(t)] * loss for t, loss in task_losses.items())
+        return total, self._weight_logs(weights)
+
+    def after_step(self, task_losses, *, tape, features, model) -> dict:
+        """``task_losses`` are the model's unweighted terms; the configured loss weights are applied here."""
+        if len(self.tasks) < 2:
+            return {}
+        scales = [float(getattr(model, "loss_weights", {}).get(t, 1.0)) for t in self.tasks]
+        norms, losses = [], []
+        for task, scale in zip(self.tasks, scales):
+            loss = task_losses.get(task)
+            if loss is None:
+                gradient, loss = tf.zeros_like(self.shared), tf.constant(0.0)
+            else:
+                gradient = tape.gradient(loss, self.shared, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            norms.append(scale * tf.convert_to_tensor(gradient))
+            losses.append(scale * tf.cast(loss, tf.float32))
+        gradients = replica_sum(tf.stack([tf.cast(g, tf.float32) for g in norms]))
+        gradient_norms = tf.sqrt(tf.reduce_sum(tf.reshape(gradients, [len(self.tasks), -1]) ** 2, axis=-1))
+        losses = replica_sum(tf.stack(losses))
+        new, initial, _, _ = gradnorm_update(self.weights, gradient_norms, losses, self.initial_losses,
+                                             self.alpha, self.lr)
+        self.weights.assign(new)
+        self.initial_losses.assign(initial)
+        return self._weight_logs(new)

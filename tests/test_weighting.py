@@ -1,0 +1,178 @@
+"""MGDA-UB (min-norm solver, weights) and GradNorm (update rule, training), alone and under MirroredStrategy."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dmtl.weighting import METHODS, get_weighting
+from dmtl.weighting.gradnorm import GradNorm, gradnorm_update, last_shared_kernel
+from dmtl.weighting.mgda import mgda_weights
+from dmtl.weighting.min_norm import gram_matrix, min_norm_weights
+from tests.test_model import make_model, partial_data
+
+
+def solve(*vectors):
+    gram = gram_matrix([np.asarray(v, np.float32) for v in vectors])
+    alpha = min_norm_weights(gram).numpy()
+    point = sum(a * np.asarray(v, np.float32) for a, v in zip(alpha, vectors))
+    return alpha, point
+
+
+@pytest.mark.parametrize("vectors, expected", [
+    ([(1, 0), (0, 1)], [0.5, 0.5]),  # orthogonal unit vectors: equal weights
+    ([(3, 0), (0, 1)], [0.1, 0.9]),  # orthogonal, unequal: the min-norm point weighs the short one
+    ([(1, 0), (1, 1)], [1.0, 0.0]),  # v2 lies in v1's halfspace beyond v1: v1 itself is the min-norm point
+    ([(1, 0), (-2, 0)], [2 / 3, 1 / 3]),  # collinear opposite: the zero-norm point
+    ([(2, 1), (2, 1)], [0.5, 0.5]),  # identical vectors: any split, the solver takes half
+    ([(1, 0, 0), (0, 1, 0), (0, 0, 1)], [1 / 3, 1 / 3, 1 / 3]),  # three orthogonal unit vectors
+    ([(1, 0), (-1, 0), (0, 1)], [0.5, 0.5, 0.0]),  # the zero point lies on the first edge
+    ([(1, 0), (0, 1), (1, 1)], [0.5, 0.5, 0.0]),  # the third vertex is farther from the origin
+])
+def test_min_norm_solver_hand_solved_cases(vectors, expected):
+    alpha, _ = solve(*vectors)
+    np.testing.assert_allclose(alpha, expected, atol=1e-5)
+    assert alpha.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_min_norm_solver_satisfies_optimality_conditions_for_random_vectors():
+    """KKT on the simplex: (G a)_t >= a^T G a for every t, with equality where a_t > 0."""
+    rng = np.random.default_rng(0)
+    for n in (3, 5):
+        vectors = rng.normal(size=(n, 4)).astype(np.float32) + np.array([1, 0, 0, 0], np.float32)
+        gram = vectors @ vectors.T
+        alpha = min_norm_weights(gram, max_iterations=2000, tolerance=1e-9).numpy()
+        value, slopes = alpha @ gram @ alpha, gram @ alpha
+        assert np.all(alpha >= -1e-7) and alpha.sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.all(slopes >= value - 1e-3)
+        assert np.all(np.abs(slopes - value)[alpha > 1e-3] < 1e-3)
+
+
+def test_mgda_weights_normalisation_and_missing_task():
+    gram = np.diag([1.0, 100.0]).astype(np.float32)  # orthogonal gradients of norms 1 and 10
+    losses = np.array([1.0, 1.0], np.float32)
+    np.testing.assert_allclose(mgda_weights(gram, losses, "none").numpy(), [100 / 101, 1 / 101], rtol=1e-5)
+    np.testing.assert_allclose(mgda_weights(gram, losses, "l2").numpy(), [0.5, 0.5], atol=1e-6)
+    # a task without labels in the batch (zero gradient, zero loss) gets weight 0, the other all of it
+    missing = np.diag([4.0, 0.0]).astype(np.float32)
+    np.testing.assert_allclose(mgda_weights(missing, [2.0, 0.0], "loss+").numpy(), [1.0, 0.0], atol=1e-5)
+    with pytest.raises(ValueError):
+        get_weighting("mgda", normalisation="bogus")
+
+
+def test_gradnorm_rule_moves_weight_to_the_slower_task():
+    """Task A's loss falls much faster than B's (equal gradient norms): w_B grows, w_A shrinks, sum w = 2."""
+    weights, initial = np.ones(2, np.float32), np.zeros(2, np.float32)
+    history = []
+    for step in range(6):
+        losses = np.array([np.exp(-0.8 * step), 1.0 - 0.02 * step], np.float32)
+        weights, initial, _, targets = gradnorm_update(weights, [1.0, 1.0], losses, initial, alpha=1.5, lr=0.05)
+        history.append(weights.numpy())
+        assert weights.numpy().sum() == pytest.approx(2.0, abs=1e-5)
+    np.testing.assert_allclose(initial.numpy(), [1.0, 1.0])  # L(0) recorded at the first step
+    history = np.array(history)
+    assert history[-1, 1] > 1.1 and history[-1, 0] < 0.9
+    assert np.all(np.diff(history[1:, 1]) > 0)  # once the rates differ, B's weight keeps growing
+
+
+def test_gradnorm_object_with_a_tape_on_a_shared_layer():
+    """The same rule through GradNorm.after_step: gradient norms taken from the tape at the shared kernel."""
+    keras.utils.set_random_seed(0)
+    shared = keras.layers.Dense(4, name="shared")
+    shared.build((None, 3))
+    model = SimpleNamespace(tasks=("classes", "attributes"), backbone=shared, loss_weights={})
+    method = GradNorm(alpha=1.5, lr=0.05)
+    method.build(model)
+    assert method.shared is shared.kernel
+    x = tf.random.normal((8, 3))
+    for step in range(6):
+        with tf.GradientTape(persistent=True) as tape:
+            z = shared(x)
+            terms = {"classes": np.exp(-0.8 * step) * tf.reduce_mean(z ** 2) + 1e-3,
+                     "attributes": tf.reduce_mean((z - 1.0) ** 2)}
+            total, logs = method.combine(terms, tape=tape, features=z, model=model)
+        logs = method.after_step(terms, tape=tape, features=z, model=model)
+        del tape
+    weights = method.weights.numpy()
+    assert weights.sum() == pytest.approx(2.0, abs=1e-5)
+    assert weights[1] > 1.0 > weights[0]  # the slow task ("attributes") gained weight
+    assert float(logs["gradnorm_weight_attributes"]) == pytest.approx(weights[1])
+
+
+def test_last_shared_kernel_is_the_backbones_last_kernel():
+    model = make_model()
+    assert last_shared_kernel(model.backbone).path.endswith("features/kernel")
+    assert last_shared_kernel(model.backbone, "stage1_conv1").path.endswith("stage1_conv1/kernel")
+
+
+@pytest.mark.parametrize("method", ["mgda", "gradnorm"])
+def test_method_trains_with_fit_and_coupling(method):
+    assert method in METHODS
+    keras.utils.set_random_seed(0)
+    model = make_model(coupling=("dm", "sca"), weighting=method)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = partial_data(n=16)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+        assert np.all(np.isfinite(history[key])), key
+    weights = [history[f"{method}_weight_{t}"][-1] for t in ("classes", "attributes")]
+    assert sum(weights) == pytest.approx(1.0 if method == "mgda" else 2.0, abs=1e-4)
+    assert all(w > 0 for w in weights)
+    if method == "gradnorm":  # the weights moved and are part of the model's state
+        assert weights[0] != pytest.approx(1.0, abs=1e-6)
+        assert any(v is model.weighting.weights for v in model.non_trainable_variables)
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, sys.argv[1])
+    from tests.test_model import backbone_without_batchnorm, make_model, partial_data
+
+    def one_step(strategy, method):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = make_model(backbone_without_batchnorm(), coupling=("dm", "sca"), weighting=method)
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+        x, y = partial_data(n=16)
+        y["classes"][5:8] = -1  # unequal labels per replica
+        y["classes"][8:11] = np.array([1, 2, 3])
+        logs = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+        return {k: float(v[0]) for k, v in logs.items()}
+
+    # one strategy object per process: a second MirroredStrategy would reuse collective instance keys
+    single_device, mirrored = (tf.distribute.OneDeviceStrategy("/cpu:0"),
+                               tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    result = {method: {"single": one_step(single_device, method), "mirrored": one_step(mirrored, method)}
+              for method in ("mgda", "gradnorm")}
+    print(json.dumps(result))
+""")
+
+
+def test_mgda_and_gradnorm_under_mirrored_strategy(tmp_path):
+    """One fit step on two logical CPUs: finite losses; MGDA-UB's weights (all-reduced Gram matrix) and GradNorm's
+    updated weights equal the single-device step's."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "mirrored_weighting.py"
+    script.write_text(MIRRORED_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), repo], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for method, runs in result.items():
+        single, mirrored = runs["single"], runs["mirrored"]
+        for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+            assert np.isfinite(mirrored[key]), (method, key)
+            assert mirrored[key] == pytest.approx(single[key], rel=1e-4), (method, key)
+        for task in ("classes", "attributes"):
+            key = f"{method}_weight_{task}"
+            assert mirrored[key] == pytest.approx(single[key], abs=1e-4), (method, key, runs)
