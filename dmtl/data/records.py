@@ -45,7 +45,8 @@ def serialize_example(image_bytes: bytes, class_label: int, attributes, source: 
         "path": _bytes(path),
         "subject": _bytes(subject),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)  # byte-stable across processes (resumable builds)
 
 
 def feature_spec(num_attributes: int) -> dict:

@@ -1,0 +1,82 @@
+"""Command line: ``python -m preprocessing build --database NAME --root RAW_DIR --out DATA_DIR [...]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from preprocessing.detectors import CHOICES, FACE_CHOICES
+from preprocessing.images import MAX_PIXELS
+from preprocessing.process import IMAGE_FORMATS
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``key=value`` → (key, value), the value read as bool / int / float when it looks like one."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option expects key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m preprocessing", description=__doc__)
+    commands = p.add_subparsers(dest="command", required=True)
+    b = commands.add_parser("build", help="detect, align and resize a database into TFRecord shards",
+                            description="Turns a database as published into aligned faces in TFRecord shards, "
+                                        "dataset.json and manifest.csv (one row per input image). Re-running "
+                                        "the same command resumes an interrupted build.")
+    b.add_argument("--database", required=True, help="database adapter name (dmtl.databases)")
+    b.add_argument("--root", required=True, help="the database folder as published")
+    b.add_argument("--out", required=True, help="data folder to write (or resume)")
+    b.add_argument("--detector", choices=CHOICES, default="auto",
+                   help="auto: RetinaFace when its weights are on disk, else MTCNN; none: use the table's "
+                        "landmarks, else its boxes, else resize only (default: auto)")
+    b.add_argument("--size", type=int, default=112, help="output side in pixels (default 112)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="detection processes, one core each; 0 = in this process (default 1)")
+    b.add_argument("--shard-size", type=int, default=1000, help="rows per shard (default 1000)")
+    b.add_argument("--format", dest="image_format", choices=IMAGE_FORMATS, default="jpeg",
+                   help="encoding of the faces in the shards (default jpeg)")
+    b.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality (default 95)")
+    b.add_argument("--face", dest="face_choice", choices=FACE_CHOICES, default="confident",
+                   help="which face to keep when several are found (default: the most confident)")
+    b.add_argument("--retinaface-weights", default=None,
+                   help="path of retinaface.onnx (default: $DEEPFACE_HOME/.deepface/weights/retinaface.onnx)")
+    b.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
+                   help="images larger than this are recorded as too_large (default 50)")
+    b.add_argument("--detect-max-side", type=int, default=1280,
+                   help="detection runs on a copy whose longer side is at most this (default 1280)")
+    b.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
+                   help="option passed to the database adapter (repeatable)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from dmtl.databases import load_database
+    from preprocessing.pipeline import BuildMismatchError, build
+    from preprocessing.detectors.retinaface import MissingWeightsError
+
+    try:
+        table = load_database(args.database, args.root, **dict(args.option))
+        build(table, args.out, detector=args.detector, size=args.size, workers=args.workers,
+              shard_size=args.shard_size, image_format=args.image_format, jpeg_quality=args.jpeg_quality,
+              face_choice=args.face_choice, retinaface_weights=args.retinaface_weights,
+              max_pixels=int(args.max_megapixels * 1e6), detect_max_side=args.detect_max_side,
+              database=args.database, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished shards are kept in {args.out}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except (BuildMismatchError, MissingWeightsError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
