@@ -12,7 +12,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = ("st-classes", "st-attributes", "nc", "c")
-NESTED = ("loss_weights", "primary_metrics")
+NESTED = ("loss_weights", "primary_metrics", "method_options")
 
 
 def _read(path: Path) -> dict:

@@ -14,16 +14,14 @@ def ensure_demo_data(options: dict, image_size: int, cache_dir=None) -> Path:
 
     The folder name hashes the options, so different sizes never mix; an interrupted build resumes.
     """
-    from dmtl.databases import demo
-    from dmtl.databases import load_database
-    from preprocessing.build import build
+    from dmtl.databases import demo, load_database
+    from preprocessing import build
 
     cache = Path(cache_dir or DEFAULT_CACHE)
     key = hashlib.sha1(json.dumps({**options, "size": image_size}, sort_keys=True).encode()).hexdigest()[:10]
     raw, data = cache / f"demo-raw-{key}", cache / f"demo-data-{key}"
     if (data / "dataset.json").is_file():
         return data
-    if not (raw / "annotations.csv").is_file():
-        demo.generate(raw, **options)
-    build(load_database("demo", raw), data, detector="none", size=image_size)
+    demo.ensure(raw, **options)
+    build(load_database("demo", raw), data, detector="none", size=image_size, workers=0)
     return data

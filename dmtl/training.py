@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -114,18 +115,41 @@ def dm_relatedness_mode(config) -> str:
     return "indicator" if config["relatedness"] == "du2014" else "weights"
 
 
+def model_options(config, class_names, attribute_names, relatedness) -> dict:
+    """The :class:`MultiTaskModel` arguments every method shares."""
+    return dict(
+        relatedness=relatedness, class_names=class_names, attribute_names=attribute_names,
+        tasks=SETTING_TASKS[config["setting"]],
+        coupling=tuple(config["coupling"] or ()) if config["setting"] == "c" else (),
+        loss_weights=config["loss_weights"], dm_target=config["dm_target"], dm_form=config["dm_form"],
+        dm_normalise=config["dm_normalise"], dm_relatedness=dm_relatedness_mode(config),
+        sca_direction=config["sca_direction"], label_smoothing=config["label_smoothing"],
+        head_dropout=config["head_dropout"])
+
+
+def model_factory(config, class_names, attribute_names, relatedness):
+    """``policy -> model`` for AdaShare, ``() -> model`` otherwise (the method decides the architecture)."""
+    method, size = config["method"], config["input_size"]
+    options = model_options(config, class_names, attribute_names, relatedness)
+    method_options = dict(config["method_options"] or {})
+    k, m = len(class_names), len(attribute_names)
+    if method == "tr":
+        from models.task_routing import task_routing_model
+        return lambda: task_routing_model((size, size, 3), k, m, seed=config["seed"], **method_options, **options)
+    if method == "adashare":
+        from models.adashare import adashare_model
+        method_options.pop("epochs_search", None)
+        return lambda policy=None: adashare_model((size, size, 3), k, m, policy=policy, **method_options, **options)
+    if method in ("ew", "mgda", "gradnorm", "st-t"):
+        weighting = "ew" if method == "st-t" else method
+        weighting_options = {} if method in ("ew", "st-t") else method_options
+        return lambda: MultiTaskModel(build_backbone(config["backbone"], (size, size, 3), weights=config["weights"]),
+                                      k, m, weighting=weighting, weighting_options=weighting_options, **options)
+    raise RunError(f"unknown method {method!r} (ew | mgda | gradnorm | tr | adashare | st-t)")
+
+
 def build_model(config, class_names, attribute_names, relatedness) -> MultiTaskModel:
-    tasks = SETTING_TASKS[config["setting"]]
-    coupling = tuple(config["coupling"] or ()) if config["setting"] == "c" else ()
-    size = config["input_size"]
-    backbone = build_backbone(config["backbone"], (size, size, 3), weights=config["weights"])
-    weighting = config["method"] if config["method"] in ("ew", "mgda", "gradnorm") else "ew"
-    return MultiTaskModel(
-        backbone, len(class_names), len(attribute_names), relatedness=relatedness, class_names=class_names,
-        attribute_names=attribute_names, tasks=tasks, coupling=coupling, loss_weights=config["loss_weights"],
-        dm_target=config["dm_target"], dm_form=config["dm_form"], dm_normalise=config["dm_normalise"],
-        dm_relatedness=dm_relatedness_mode(config), sca_direction=config["sca_direction"],
-        label_smoothing=config["label_smoothing"], head_dropout=config["head_dropout"], weighting=weighting)
+    return model_factory(config, class_names, attribute_names, relatedness)()
 
 
 def make_optimizer(config):
@@ -139,7 +163,67 @@ def make_optimizer(config):
     raise ValueError(f"unknown optimizer {name!r} (adam | adamw | sgd)")
 
 
+def adashare_search(config, run_dir: Path, factory, train, val, steps):
+    """AdaShare phase 1 (policy search), once: its policy is saved, so a resumed run re-trains with the same one.
+
+    Returns the phase-2 model (fixed policy, fresh weights) and its number of epochs.
+    """
+    from models.adashare import fit_adashare
+
+    epochs_search = int((config["method_options"] or {}).get("epochs_search", max(1, config["epochs"] // 2)))
+    policy_file = run_dir / "adashare_policy.json"
+    if not policy_file.is_file():
+        _, policy, history = fit_adashare(factory, train, val, epochs_search=epochs_search, epochs_retrain=0,
+                                          optimizer_factory=lambda: make_optimizer(config), steps_per_epoch=steps,
+                                          seed=int(config["seed"]))
+        policy_file.write_text(json.dumps({"policy": np.asarray(policy).tolist(), "search_history": {
+            k: [float(v) for v in vs] for k, vs in history["search"].items()}}, indent=2))
+    policy = json.loads(policy_file.read_text())["policy"]
+    return factory(policy), max(1, config["epochs"] - epochs_search)
+
+
 # ---------------------------------------------------------------- callbacks
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup files are written to temporaries and renamed into place, so a kill at
+    any moment leaves the previous complete backup (Keras writes them in place: a kill mid-write corrupts them).
+    The weights are replaced before the epoch counter: at worst a resumed run repeats one epoch."""
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        tmp_weights = backup / "latest-tmp.weights.h5"
+        self.model.save_weights(str(tmp_weights), overwrite=True)
+        os.replace(tmp_weights, self._weights_path)
+        tmp_meta = backup / "training_metadata.json.tmp"
+        tmp_meta.write_text(json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        os.replace(tmp_meta, self._training_metadata_path)
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves weights atomically at each epoch end: always (``monitor=None``), or when ``monitor`` improves
+    (higher is better). The best value is kept in ``<path>.json``, so it survives a resumed run."""
+
+    def __init__(self, path, monitor=None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.record = self.path.with_name(self.path.name + ".json")
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = None if self.monitor is None else (logs or {}).get(self.monitor)
+        if self.monitor is not None:
+            if value is None:
+                return
+            if self.record.is_file() and value <= json.loads(self.record.read_text())["value"]:
+                return
+        tmp = self.path.with_name("tmp-" + self.path.name)
+        self.model.save_weights(str(tmp), overwrite=True)
+        os.replace(tmp, self.path)
+        if self.monitor is not None:
+            tmp_record = self.record.with_name(self.record.name + ".tmp")
+            tmp_record.write_text(json.dumps({"monitor": self.monitor, "value": float(value), "epoch": epoch + 1}))
+            os.replace(tmp_record, self.record)
+
+
 class ValidationScore(keras.callbacks.Callback):
     """Adds ``val_score``: the mean of the trained tasks' primary validation metrics (checkpoint selection)."""
 
@@ -190,21 +274,24 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
         relatedness = build_relatedness(config, class_names, attribute_names, dirs)
         save_relatedness(relatedness, run_dir)
     train, val, steps = datasets(config, dirs, class_names, attribute_names, tasks)
-    model = build_model(config, class_names, attribute_names, relatedness)
+    factory = model_factory(config, class_names, attribute_names, relatedness)
+    epochs = config["epochs"]
+    if config["method"] == "adashare":
+        model, epochs = adashare_search(config, run_dir, factory, train, val, steps)
+    else:
+        model = factory()
     model.compile(optimizer=make_optimizer(config), jit_compile=bool(config["jit_compile"]))
-    monitor = config["monitor"]
     callbacks = [
         ValidationScore(tasks, config["primary_metrics"]),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.weights.h5"), monitor=monitor, mode="max",
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "last.weights.h5"), save_weights_only=True),
+        AtomicBackupAndRestore(str(run_dir / "backup")),
+        AtomicCheckpoint(run_dir / "best.weights.h5", monitor=config["monitor"]),
+        AtomicCheckpoint(run_dir / "last.weights.h5"),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        EpochSummary(config["epochs"]),
+        EpochSummary(epochs),
     ]
     start = time.time()
-    model.fit(train, validation_data=val, epochs=config["epochs"], steps_per_epoch=steps, callbacks=callbacks,
+    model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
               verbose=verbose)
     seconds = time.time() - start
     if (run_dir / "best.weights.h5").is_file():

@@ -316,6 +316,8 @@ def fit_adashare(model_factory, train_ds, val_ds=None, epochs_search: int = 10, 
     search = search_model.fit(search_data, epochs=epochs_search, steps_per_epoch=steps_per_epoch,
                               callbacks=[schedule, *search_callbacks], verbose=verbose)
     policy = search_model.sample_policy(policy_mode, seed)
+    if not epochs_retrain:  # the caller re-trains (e.g. with its own checkpointing)
+        return None, policy, {"search": search.history, "retrain": {}}
     model = model_factory(policy.tolist())
     model.compile(optimizer=optimizer_factory())
     retrain = model.fit(train_ds, validation_data=val_ds, epochs=epochs_retrain, steps_per_epoch=steps_per_epoch,

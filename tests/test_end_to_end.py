@@ -1,0 +1,124 @@
+"""End to end on a tiny demo database: build shards, train every setting, resume after a kill, evaluate."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evaluate
+import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--verbose", "0"]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from dmtl.databases import demo, load_database
+    from preprocessing import build
+
+    root = tmp_path_factory.mktemp("demo")
+    demo.generate(root / "raw", n_train_classes=24, n_train_attributes=48, n_val=16, n_test=24, seed=0)
+    build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
+    return root / "data"
+
+
+@pytest.mark.parametrize("setting", ["st-classes", "st-attributes", "nc", "c"])
+def test_train_each_setting_writes_a_complete_run(demo_data, tmp_path, setting):
+    out = tmp_path / setting
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", setting,
+                       "--epochs", "1", *TINY]) == 0
+    for name in ("config.yaml", "history.csv", "model.keras", "summary.json", "export/saved_model.pb",
+                 "export/labels.json", "last.weights.h5"):
+        assert (out / name).exists(), name
+    assert any((out / "logs").rglob("*tfevents*"))
+    history = list(csv.DictReader(open(out / "history.csv")))
+    assert len(history) == 1
+    if setting == "c":
+        assert {"dm_loss", "sca_loss", "classes_loss", "attributes_loss"} <= set(history[0])
+        assert (out / "relatedness.csv").is_file() and (out / "relatedness.png").is_file()
+    if setting == "st-classes":
+        assert "attributes_loss" not in history[0]
+
+
+def test_keras_and_savedmodel_give_identical_metrics(demo_data, tmp_path):
+    out = tmp_path / "c"
+    train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "c",
+                "--epochs", "1", *TINY])
+    assert evaluate.main(["--run", str(out), "--model", "keras"]) == 0
+    keras_metrics = json.loads((out / "metrics.json").read_text())
+    assert evaluate.main(["--run", str(out), "--model", "export"]) == 0
+    export_metrics = json.loads((out / "metrics.json").read_text())
+    assert set(keras_metrics["classes"]) == {"accuracy", "average_accuracy", "macro_f1", "count"}
+    assert set(keras_metrics["attributes"]) == {"mean_f1", "mean_accuracy", "afa", "count"}
+    for task in ("classes", "attributes"):
+        for key, value in keras_metrics[task].items():
+            assert export_metrics[task][key] == pytest.approx(value, abs=1e-9), (task, key)
+    assert "attributes_val_thresholds" in keras_metrics
+    assert (out / "metrics.md").is_file()
+
+
+def test_savedmodel_serves_uint8_with_tensorflow_alone(demo_data, tmp_path):
+    out = tmp_path / "c"
+    train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
+                "--epochs", "1", *TINY])
+    code = ("import json, sys, numpy as np, tensorflow as tf\n"
+            "m = tf.saved_model.load(sys.argv[1])\n"
+            "x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)\n"
+            "o = m.serve(x)\n"
+            "print(json.dumps({k: list(v.shape) for k, v in o.items()}))\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", code, str(out / "export")], capture_output=True, text=True,
+                            cwd="/", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shapes = json.loads(result.stdout.strip().splitlines()[-1])
+    labels = json.loads((out / "export" / "labels.json").read_text())
+    assert shapes == {"classes": [3, len(labels["class_names"])], "attributes": [3, len(labels["attribute_names"])]}
+
+
+def test_killed_training_resumes_from_last_epoch(demo_data, tmp_path):
+    out = tmp_path / "resume"
+    args = [sys.executable, str(REPO / "train.py"), "--database", "demo", "--data", str(demo_data), "--out",
+            str(out), "--setting", "c", "--epochs", "4", *TINY]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "history.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if history.is_file() and len(history.read_text().strip().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(history.read_text().strip().splitlines()) - 1
+    assert 2 <= done < 4
+    assert not (out / "summary.json").exists()
+    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    epochs = [int(row["epoch"]) for row in csv.DictReader(open(history))]
+    assert epochs[-1] == 3 and len(epochs) <= 4 + 1  # resumed: did not start again at epoch 0 for all 4
+    assert epochs.count(0) == 1
+    assert (out / "summary.json").is_file()
+
+
+def test_rerun_of_a_finished_run_does_not_retrain(demo_data, tmp_path):
+    out = tmp_path / "done"
+    base = ["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc", "--epochs", "1",
+            *TINY]
+    train.main(base)
+    stamp = (out / "model.keras").stat().st_mtime_ns
+    assert train.main(base) == 0
+    assert (out / "model.keras").stat().st_mtime_ns == stamp
+    assert train.main([*base[:-len(TINY)], "--lr", "0.5", *TINY]) == 2  # another configuration: refused
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    assert train.main(["--database", "celeba", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert "preprocessing build" in capsys.readouterr().err
