@@ -83,8 +83,9 @@ class MultiTaskModel(keras.Model):
         self.class_head.trainable = "classes" in tasks  # single-task: the other head stays untrained
         self.attribute_head.trainable = "attributes" in tasks
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self._loss_names()}
-        # the weighting method's own scalars (e.g. task weights), averaged over the epoch like the losses
-        self._trackers.update({name: keras.metrics.Mean(name=name) for name in self.weighting.log_names(self)})
+        # scalars of the weighting method (e.g. task weights) and of subclasses, averaged over the epoch
+        self._trackers.update({name: keras.metrics.Mean(name=name)
+                               for name in [*self.weighting.log_names(self), *self.extra_log_names()]})
         self._task_metrics = {"classes": [], "attributes": []}
         if "classes" in tasks:
             self._task_metrics["classes"] = [m(self.num_classes, name=f"classes_{m.score}") for m in
@@ -93,8 +94,8 @@ class MultiTaskModel(keras.Model):
             self._task_metrics["attributes"] = [
                 m(self.num_attributes, name=f"attributes_{m.score}")
                 for m in (metrics.AttributeMeanF1, metrics.AttributeMeanAccuracy, metrics.AFA)]
-        input_shape = tuple(backbone.input_shape)
-        self.build(input_shape)
+        input_shape = backbone.input_shape  # the image; a routed backbone also takes a task index
+        self.build(tuple(input_shape[0] if isinstance(input_shape, list) else input_shape))
         self.weighting.build(self)
 
     # ------------------------------------------------------------------ forward
@@ -116,6 +117,10 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------ losses
     def _loss_names(self):
         return ["loss", *(f"{t}_loss" for t in self.tasks), *(f"{c}_loss" for c in self.coupling)]
+
+    def extra_log_names(self) -> list[str]:
+        """Names of further scalars a subclass's training step logs (tracked as epoch means)."""
+        return []
 
     def _dm_matrix(self):
         matrix = self.relatedness

@@ -91,18 +91,48 @@ def save_relatedness(relatedness, run_dir: Path) -> None:
     plt.close(fig)
 
 
-def datasets(config, dirs, class_names, attribute_names, tasks):
-    """Training and validation ``tf.data`` pipelines and the number of training steps per epoch."""
+def student_teacher_targets(config, run_dir: Path, dirs, class_names, attribute_names, verbose) -> list[dict]:
+    """S-T NC MT stages 1-2: trains the two single-task teachers (``teachers/st-*`` run folders, resumable), then
+    labels every training image that lacks a task's label with that teacher's soft prediction; ground truth is
+    kept wherever it exists. Saved as ``soft_labels.npz`` (one label set per data folder, evaluation order)."""
+    from dmtl.baselines.student_teacher import soft_targets
+    from dmtl.evaluation import load_predictor, predict_split
+
+    path = run_dir / "soft_labels.npz"
+    if not path.is_file():
+        predictions = {}
+        for setting in ("st-classes", "st-attributes"):
+            teacher_dir = run_dir / "teachers" / setting
+            run({**config, "setting": setting, "method": "ew"}, teacher_dir, verbose=verbose)
+            predictor = load_predictor(teacher_dir, "keras")[0]
+            predictions[setting] = [predict_split(predictor, [d], "train", class_names, attribute_names,
+                                                  config["batch_size"]) for d in dirs]
+        temperature = float((config["method_options"] or {}).get("temperature", 1.0))
+        arrays = {}
+        for i in range(len(dirs)):
+            (class_out, labels), (attribute_out, _) = predictions["st-classes"][i], predictions["st-attributes"][i]
+            targets = soft_targets(labels, class_out["classes"], attribute_out["attributes"], temperature)
+            arrays[f"classes_{i}"], arrays[f"attributes_{i}"] = targets["classes"], targets["attributes"]
+        np.savez(path.with_name("tmp-soft_labels.npz"), **arrays)
+        os.replace(path.with_name("tmp-soft_labels.npz"), path)
+    stored = np.load(path)
+    return [{"classes": stored[f"classes_{i}"], "attributes": stored[f"attributes_{i}"]} for i in range(len(dirs))]
+
+
+def datasets(config, dirs, class_names, attribute_names, tasks, targets=None):
+    """Training and validation ``tf.data`` pipelines and the number of training steps per epoch.
+
+    ``targets``: per-folder labels replacing the shards' own (the student-teacher soft labels)."""
     require = tasks[0] if len(tasks) == 1 else None
     counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names)
-    n_train = counts[require] if require else counts["any"]
+    n_train = counts["images"] if targets is not None else counts[require] if require else counts["any"]
     if n_train == 0:
         raise RunError(f"no training images carry the labels setting {config['setting']!r} needs")
     common = dict(attribute_names=attribute_names, class_names=class_names, require=require)
     train = reader.make_dataset(
         [str(d) for d in dirs], "train", config["batch_size"], training=True, shuffle_buffer=config["shuffle_buffer"],
         seed=config["seed"], augment=config["augment"], mixaugment=config["mixaugment"], mixing=config["mixing"],
-        repeat=True, drop_remainder=True, **common)
+        repeat=True, drop_remainder=True, targets=targets, **common)
     val = reader.make_dataset([str(d) for d in dirs], "val", config["batch_size"], training=False, **common)
     steps = config["steps_per_epoch"] or max(1, math.ceil(n_train / config["batch_size"]))
     return train, val, steps
@@ -273,7 +303,13 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     if config["setting"] == "c" and config["coupling"]:
         relatedness = build_relatedness(config, class_names, attribute_names, dirs)
         save_relatedness(relatedness, run_dir)
-    train, val, steps = datasets(config, dirs, class_names, attribute_names, tasks)
+    targets = None
+    if config["method"] == "st-t":
+        if config["setting"] != "nc":
+            raise RunError("the student-teacher baseline (S-T NC MT) trains the multi-task model without coupling: "
+                           "use --setting nc")
+        targets = student_teacher_targets(config, run_dir, dirs, class_names, attribute_names, verbose)
+    train, val, steps = datasets(config, dirs, class_names, attribute_names, tasks, targets)
     factory = model_factory(config, class_names, attribute_names, relatedness)
     epochs = config["epochs"]
     if config["method"] == "adashare":

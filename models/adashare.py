@@ -134,6 +134,10 @@ class AdaShareModel(MultiTaskModel):
 
     shares_features = False
 
+    def extra_log_names(self) -> list[str]:
+        return ["sparsity_loss", "sharing_loss", "policy_loss", "tau", "controlled_blocks",
+                *(f"select_{task}" for task in TASKS)]
+
     def __init__(self, backbone, num_classes: int, num_attributes: int, policy=None, sparsity_weight: float = 0.1,
                  sharing_weight: float = 0.1, policy_lr: float = 0.01, tau: float = 5.0, seed: int = 0, **kwargs):
         if isinstance(backbone, dict):

@@ -87,7 +87,7 @@ class TaskRoutingModel(MultiTaskModel):
     shares_features = False
 
     def build(self, input_shape):
-        image_shape = tuple(input_shape[0]) if isinstance(input_shape[0], (tuple, list)) else tuple(input_shape)
+        image_shape = tuple(input_shape)
         features = self.backbone.compute_output_shape([image_shape, (image_shape[0],)])
         self.class_head.build(features)
         self.attribute_head.build(features)

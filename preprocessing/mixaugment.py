@@ -26,7 +26,9 @@ JIT_COMPILE = True  # compile the mixing arithmetic with XLA (set False where XL
 
 
 def soft_classes(classes, num_classes: int):
-    """Int labels (B,) with -1 = missing -> (B, K) one-hot floats, missing rows all -1."""
+    """Int labels (B,) with -1 = missing -> (B, K) one-hot floats, missing rows all -1 (soft rows pass through)."""
+    if classes.shape.rank == 2:
+        return tf.cast(classes, tf.float32)
     classes = tf.cast(classes, tf.int32)
     onehot = tf.one_hot(tf.maximum(classes, 0), num_classes, dtype=tf.float32)
     return tf.where((classes >= 0)[:, None], onehot, tf.cast(MISSING, tf.float32))

@@ -122,3 +122,32 @@ def test_rerun_of_a_finished_run_does_not_retrain(demo_data, tmp_path):
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert train.main(["--database", "celeba", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "preprocessing build" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["mgda", "gradnorm", "tr", "adashare", "st-t"])
+def test_every_baseline_method_trains_through_train_py(demo_data, tmp_path, method):
+    out = tmp_path / method
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
+                       "--method", method, "--epochs", "2", *TINY]) == 0
+    assert (out / "model.keras").is_file() and (out / "export" / "saved_model.pb").is_file()
+    assert evaluate.main(["--run", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["classes"]["accuracy"] <= 1 and 0 <= metrics["attributes"]["mean_f1"] <= 1
+    if method == "adashare":
+        policy = json.loads((out / "adashare_policy.json").read_text())["policy"]
+        assert len(policy) == 2 and set(np.ravel(policy)) <= {0, 1}
+    if method == "st-t":
+        from dmtl.data.labels import load_labels
+        from dmtl.labels import EXPRESSIONS_7
+        soft = np.load(out / "soft_labels.npz")
+        names = json.loads((out / "export" / "labels.json").read_text())["attribute_names"]
+        classes, attributes = load_labels([demo_data], "train", EXPRESSIONS_7, names)
+        labelled = classes >= 0
+        # ground truth kept where it exists, teacher soft labels only where it is missing
+        np.testing.assert_array_equal(soft["classes_0"][labelled].argmax(1), classes[labelled])
+        assert np.all(soft["classes_0"][labelled].max(1) == 1.0)
+        assert np.all(soft["classes_0"][~labelled].max(1) < 1.0)
+        have = attributes >= 0
+        np.testing.assert_array_equal(soft["attributes_0"][have], attributes[have])
+        assert np.all((soft["attributes_0"][~have] > 0) & (soft["attributes_0"][~have] < 1))
+        assert (out / "teachers" / "st-classes" / "model.keras").is_file()

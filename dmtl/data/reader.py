@@ -165,10 +165,20 @@ def _to_unit_range(images):
 
 
 def _source_dataset(source: _Source, *, training: bool, seed, shuffle_buffer: int, require, target_size,
-                    cache) -> tf.data.Dataset:
-    """One folder's unbatched (uint8 image, labels) stream (shuffled when training; not repeated)."""
+                    cache, targets=None) -> tf.data.Dataset:
+    """One folder's unbatched (uint8 image, labels) stream (shuffled when training; not repeated).
+
+    ``targets``: labels replacing the folder's own, one row per example in evaluation (shard) order.
+    """
     if not source.shards:
         raise ValueError(f"{source.dir}: split {source.split!r} has no shards")
+    if targets is not None:
+        images = tf.data.TFRecordDataset(source.shards).batch(PARSE_BATCH).map(
+            lambda serialized: source.align(serialized)[0], num_parallel_calls=AUTOTUNE).unbatch()
+        ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(targets))
+        if training and shuffle_buffer and shuffle_buffer > 1:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        return ds.map(_decoder(source.image_size, target_size), num_parallel_calls=AUTOTUNE)
     if training:
         files = tf.data.Dataset.from_tensor_slices(source.shards).shuffle(len(source.shards), seed=seed)
         serialized = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(source.shards), 8),
@@ -211,8 +221,11 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
                  attribute_names=None, class_names=None, shuffle_buffer: int = 2048, seed: int = 0,
                  augment=None, mixaugment=None, mixing=None, repeat: bool | None = None,
                  drop_remainder: bool | None = None, cache=False, require: str | None = None,
-                 image_size=None, threads: int | None = None) -> tf.data.Dataset:
+                 image_size=None, threads: int | None = None, targets=None) -> tf.data.Dataset:
     """Batches of (float32 images in [-1, 1], {"classes", "attributes"}), prefetched.
+
+    ``targets``: one ``{"classes": (N, K) or (N,), "attributes": (N, M)}`` per folder, replacing its labels
+    (rows in evaluation order, e.g. soft labels from teachers); ``require`` is then not applied.
 
     ``augment``: bool / None / dict (see :func:`preprocessing.augment.options`); ``mixaugment``: None or
     ``{alpha}`` (training only; each batch becomes B real + B virtual images). ``mixing``: 'proportional'
@@ -241,6 +254,9 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     attribute_names = list(default_attributes if attribute_names is None else attribute_names)
 
     sources = [_Source(d, split, class_names, attribute_names) for d in dirs]
+    if targets is not None and len(targets) != len(sources):
+        raise ValueError(f"targets: one label set per data folder ({len(sources)}), got {len(targets)}")
+    targets = targets or [None] * len(sources)
     sources_with_data = [s for s in sources if s.shards]
     if not sources_with_data:
         raise ValueError(f"split {split!r} has no shards in {[str(d) for d in dirs]}")
@@ -250,8 +266,8 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
         weights = mixing_lib.mixing_weights([s.size(require) if s.shards else 0 for s in sources], mixing)
         streams = [_source_dataset(s, training=True, seed=None if seed is None else seed + i,
                                    shuffle_buffer=shuffle_buffer, require=require, target_size=target_size,
-                                   cache=cache) if s.shards else tf.data.Dataset.range(0)
-                   for i, s in enumerate(sources)]
+                                   cache=cache, targets=t) if s.shards else tf.data.Dataset.range(0)
+                   for i, (s, t) in enumerate(zip(sources, targets))]
         ds = mixing_lib.mix_sources(streams, weights, seed=seed, repeat=repeat)
     else:
         streams = [_source_dataset(s, training=False, seed=None, shuffle_buffer=0, require=require,
