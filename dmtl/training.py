@@ -46,7 +46,7 @@ def data_dirs(config: dict) -> list[Path]:
         raise RunError(f"no --data for database {config['database']!r}: build it first with "
                          f"'python -m preprocessing build --database {config['database']} --root RAW_DIR "
                          f"--out DATA_DIR', then pass --data DATA_DIR")
-    dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    dirs = [Path(str(d).format(fold=config["fold"])) for d in ([data] if isinstance(data, (str, Path)) else data)]
     for d in dirs:
         data_labels.schema_of(d)  # fails clearly if a folder is not a built data folder
     return dirs

@@ -41,6 +41,19 @@ _CV2_BORDERS = {"reflect": "BORDER_REFLECT", "mirror": "BORDER_REFLECT_101", "ne
                 "constant": "BORDER_CONSTANT", "wrap": "BORDER_WRAP"}
 
 
+def parameters(where: str, defaults: dict, value) -> dict:
+    """``defaults`` updated by ``value`` (True = defaults, or a dict of known parameter names)."""
+    params = dict(defaults)
+    if isinstance(value, dict):
+        unknown = set(value) - set(params)
+        if unknown:
+            raise ValueError(f"{where}: unknown parameters {sorted(unknown)} (have {sorted(params)})")
+        params.update(value)
+    elif value is not True:
+        raise TypeError(f"{where} must be true, false or a dict of parameters, not {value!r}")
+    return params
+
+
 def options(spec) -> dict | None:
     """Normalises an augmentation spec (bool / None / dict) to ``{transform: parameters}``; None = no augmentation."""
     if spec is None or spec is False:
@@ -56,15 +69,7 @@ def options(spec) -> dict | None:
             raise ValueError(f"unknown augmentation {key!r} (choose from {sorted(DEFAULTS)})")
         if value is False or value is None:
             continue
-        params = dict(DEFAULTS[name])
-        if isinstance(value, dict):
-            unknown = set(value) - set(params)
-            if unknown:
-                raise ValueError(f"augment.{name}: unknown parameters {sorted(unknown)} (have {sorted(params)})")
-            params.update(value)
-        elif value is not True:
-            raise TypeError(f"augment.{name} must be true, false or a dict of parameters, not {value!r}")
-        result[name] = params
+        result[name] = parameters(f"augment.{name}", DEFAULTS[name], value)
     return result or None
 
 

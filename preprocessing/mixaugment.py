@@ -20,6 +20,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmtl.labels import MISSING
+from preprocessing.augment import parameters
 
 DEFAULT_ALPHA = 0.2
 JIT_COMPILE = True  # compile the mixing arithmetic with XLA (set False where XLA is unavailable)
@@ -101,15 +102,7 @@ def make_mixaugment(spec, num_classes: int, seed: int = 0):
     """
     if spec is None or spec is False:
         return None
-    params = {"alpha": DEFAULT_ALPHA}
-    if isinstance(spec, dict):
-        unknown = set(spec) - set(params)
-        if unknown:
-            raise ValueError(f"mixaugment: unknown parameters {sorted(unknown)} (have ['alpha'])")
-        params.update(spec)
-    elif spec is not True:
-        raise TypeError(f"mixaugment must be None, a bool or {{alpha: float}}, not {spec!r}")
-    alpha = float(params["alpha"])
+    alpha = float(parameters("mixaugment", {"alpha": DEFAULT_ALPHA}, spec)["alpha"])
     if alpha <= 0:
         raise ValueError(f"mixaugment alpha must be > 0, got {alpha}")
 

@@ -159,3 +159,19 @@ def test_mirrored_strategy_step_equals_single_device_step(tmp_path):
     for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss", "classes_accuracy",
                 "classes_macro_f1", "attributes_mean_f1", "attributes_afa"):
         assert result["mirrored"][key] == pytest.approx(result["single"][key], rel=1e-4), key
+
+
+@pytest.mark.parametrize("target,attribute_head_learns,class_head_learns", [
+    ("printed", True, True), ("attributes-as-target", False, True), ("mixture-as-target", True, False)])
+def test_dm_target_decides_which_head_receives_gradient(target, attribute_head_learns, class_head_learns):
+    """Through the real model: L_DM alone, gradient norms at each head's kernel."""
+    keras.utils.set_random_seed(0)
+    model = make_model(coupling=("dm",), dm_target=target)
+    x, y = partial_data(n=8)
+    with tf.GradientTape() as tape:
+        dm = model.loss_terms(y, model(x, training=True))["dm"]
+    kernels = [model.attribute_head.dense.kernel, model.class_head.dense.kernel]
+    att_grad, cls_grad = tape.gradient(dm, kernels)
+    norm = lambda g: 0.0 if g is None else float(tf.norm(g))  # noqa: E731
+    assert (norm(att_grad) > 0) == attribute_head_learns
+    assert (norm(cls_grad) > 0) == class_head_learns

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from dmtl.databases import splits
-from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema, SPLITS
+from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema
 from dmtl.databases.reading import (count, existing_files, inside_paths, read_fields, read_header, sniff_separator,
-                                   to_numbers)
+                                    split_column, to_numbers)
 from dmtl.labels import MISSING, au_name
 
 IMAGE_COLUMNS = ("image", "Image", "image_path", "file", "File", "filename", "file_name", "path", "URL", "url")
@@ -63,11 +63,7 @@ def load(root, annotation: str | None = None, image_dir: str = "", fractions=(0.
         numbers = to_numbers(path, rows.assign(**{column: values}), column, allowed=(0, 1, NOT_ANNOTATED))
         frame[name] = np.where(numbers == NOT_ANNOTATED, MISSING, numbers)
     if "split" in header:
-        frame["split"] = rows["split"].str.strip().str.lower()
-        bad = ~frame["split"].isin(SPLITS)
-        if bad.any():
-            raise DatabaseFormatError(path, f"split is {rows['split'][bad].iloc[0]!r}, expected one of {SPLITS}",
-                                      int(rows["line"][bad].iloc[0]))
+        frame["split"] = split_column(path, rows)
     else:
         frame["split"] = splits.by_row(len(frame), fractions, seed)
     present = existing_files(frame["image"])

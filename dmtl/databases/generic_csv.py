@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from dmtl.databases import splits
-from dmtl.databases.base import SPLITS, AnnotationTable, DatabaseFormatError, LabelSchema
+from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema
 from dmtl.databases.reading import (count, existing_files, inside_paths, read_fields, read_header, sniff_separator,
-                                    to_numbers)
+                                    split_column, to_numbers)
 from dmtl.labels import MISSING
 
 
@@ -68,11 +68,7 @@ def read(root, csv: str, name: str, class_column: str = "class", class_names=Non
     if "subject" in header:
         frame["subject"] = rows["subject"].str.strip()
     if "split" in header:
-        frame["split"] = rows["split"].str.strip().str.lower()
-        bad = ~frame["split"].isin(SPLITS)
-        if bad.any():
-            raise DatabaseFormatError(path, f"split is {rows['split'][bad].iloc[0]!r}, expected one of {SPLITS}",
-                                      int(rows["line"][bad].iloc[0]))
+        frame["split"] = split_column(path, rows)
     present = existing_files(frame["image"])
     skipped = {}
     count(skipped, "no_image", (~present).sum())

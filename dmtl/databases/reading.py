@@ -95,6 +95,18 @@ def to_numbers(path, frame: pd.DataFrame, column: str, *, integer: bool = False,
     return np.round(values).astype(np.int64) if integer else values
 
 
+def split_column(path, rows: pd.DataFrame) -> pd.Series:
+    """A table's own ``split`` column, lower-cased; any value outside train/val/test is an error with its line."""
+    from dmtl.databases.base import SPLITS
+
+    split = rows["split"].str.strip().str.lower()
+    bad = ~split.isin(SPLITS)
+    if bad.any():
+        raise DatabaseFormatError(path, f"split is {rows['split'][bad].iloc[0]!r}, expected one of {SPLITS}",
+                                  int(rows["line"][bad].iloc[0]))
+    return split
+
+
 def plain_names(path, frame: pd.DataFrame, column: str) -> None:
     """Errors at the first value of ``column`` that is not a plain file name (no folder part, not ``..``)."""
     bad = frame[column].str.contains(r"[/\\]", regex=True) | frame[column].isin(["", ".", ".."])

@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     c.add_argument("--forms", default="printed", help="coupling forms for the ablation: printed,distillation,"
                                                       "mixture-target,bernoulli")
     c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--folds", help="cross-validation folds instead of seeds, e.g. 0-11 or 0,1,2 (CAD)")
     c.add_argument("--config")
     c.add_argument("--epochs", type=int)
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -41,9 +42,13 @@ def main(argv=None) -> int:
         extra["epochs"] = args.epochs
     data = None if not args.data else (args.data[0] if len(args.data) == 1 else args.data)
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    folds = None
+    if args.folds:
+        first, _, last = args.folds.partition("-")
+        folds = list(range(int(first), int(last) + 1)) if last else [int(f) for f in split(args.folds)]
     try:
         table = compare(args.database, args.out, split(args.settings), args.seeds, split(args.methods),
-                        args.ablation, split(args.forms), data, args.config, extra, args.verbose)
+                        args.ablation, split(args.forms), data, args.config, extra, args.verbose, folds)
     except (KeyError, ValueError, FileNotFoundError) as error:
         print(f"dmtl.experiments: {error}", file=sys.stderr)
         return 2

@@ -61,8 +61,10 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
     return rows
 
 
-def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None, verbose=0) -> list[dict]:
-    """Trains and evaluates every run of every row for every seed; returns one record per (row, seed)."""
+def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None, verbose=0,
+            folds=False) -> list[dict]:
+    """Trains and evaluates every run of every row for every seed (or fold: ``folds=True`` makes each value
+    both the seed and the cross-validation fold); returns one record per (row, seed)."""
     import keras
 
     from dmtl.evaluation import evaluate_run
@@ -74,9 +76,10 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
         for row in rows:
             merged = {"label": row.label, "seed": seed}
             for name, overrides in row.runs:
+                fold = {"fold": seed} if folds else {}
                 config = config_lib.resolve(database, config_file,
-                                            {**(extra or {}), **overrides, "seed": seed, "data": data})
-                run_dir = out / "runs" / f"{name}-seed{seed}"
+                                            {**(extra or {}), **overrides, **fold, "seed": seed, "data": data})
+                run_dir = out / "runs" / f"{name}-{'fold' if folds else 'seed'}{seed}"
                 print(f"== {row.label} / {name} / seed {seed} -> {run_dir}", flush=True)
                 run(config, run_dir, verbose=verbose)
                 result = evaluate_run(run_dir, split="test")
@@ -125,7 +128,8 @@ def write_results(out, records, table, primary, meta) -> None:
         writer.writeheader()
         writer.writerows(records)
     pc, pa = primary["classes"], primary["attributes"]
-    lines = [f"# {meta['database']}: mean ± std over {meta['seeds']} seed(s)", "",
+    over = f"{meta['seeds']} fold(s)" if meta.get("folds") else f"{meta['seeds']} seed(s)"
+    lines = [f"# {meta['database']}: mean ± std over {over}", "",
              f"Primary metrics: classes {pc}, attributes {pa} (the paper's pair for this database). "
              f"Δ = difference from ST; ▼ = negative transfer (below ST).", "",
              f"| setting | classes {pc} | attributes {pa} | Δ classes | Δ attributes |", "|---|---|---|---|---|"]
@@ -181,16 +185,18 @@ def plot(path, table, primary, meta) -> None:
 
 
 def compare(database, out, settings=("st", "nc", "c"), seeds=3, methods=(), ablation=None, forms=("printed",),
-            data=None, config_file=None, extra=None, verbose=0) -> str:
-    """Runs the comparison and returns the markdown table (also written to ``out/results.md``)."""
+            data=None, config_file=None, extra=None, verbose=0, folds=None) -> str:
+    """Runs the comparison over ``seeds`` (a count or a list), or over cross-validation ``folds`` (a list), and
+    returns the markdown table (also written to ``out/results.md``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = plan(settings, methods, ablation, forms)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    records = run_all(database, out, rows, seed_list, data, config_file, extra, verbose)
+    seed_list = list(folds) if folds else list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    records = run_all(database, out, rows, seed_list, data, config_file, extra, verbose, folds=bool(folds))
     primary = config_lib.resolve(database, config_file, {**(extra or {}), "data": data})["primary_metrics"]
     table = summarise(records, rows, primary)
-    meta = {"database": database, "seeds": len(seed_list), "settings": list(settings), "methods": list(methods),
+    meta = {"database": database, "seeds": len(seed_list), "folds": list(folds or []), "settings": list(settings),
+            "methods": list(methods),
             "ablation": ablation, "forms": list(forms), "overrides": extra or {}}
     write_results(out, records, table, primary, meta)
     return (out / "results.md").read_text()
