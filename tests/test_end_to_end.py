@@ -151,3 +151,38 @@ def test_every_baseline_method_trains_through_train_py(demo_data, tmp_path, meth
         np.testing.assert_array_equal(soft["attributes_0"][have], attributes[have])
         assert np.all((soft["attributes_0"][~have] > 0) & (soft["attributes_0"][~have] < 1))
         assert (out / "teachers" / "st-classes" / "model.keras").is_file()
+
+
+def test_demo_database_is_built_on_first_use_without_data(tmp_path, monkeypatch):
+    import dmtl.demo_data
+
+    monkeypatch.setattr(dmtl.demo_data, "DEFAULT_CACHE", tmp_path / "cache")
+    small = tmp_path / "small.yaml"
+    small.write_text("demo: {n_train_classes: 14, n_train_attributes: 28, n_val: 14, n_test: 14}\n")
+    out = tmp_path / "run"
+    assert train.main(["--database", "demo", "--config", str(small), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    built = list((tmp_path / "cache").glob("demo-data-*/dataset.json"))
+    assert len(built) == 1
+    info = json.loads(built[0].read_text())
+    assert info["image_size"] in (32, [32, 32]) and info["splits"]["train"]["examples"] == 42
+    assert (out / "model.keras").is_file()
+
+
+def test_compare_writes_the_paper_tables(demo_data, tmp_path):
+    from dmtl.experiments.compare import compare
+
+    extra = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "input_size": 32}
+    table = compare("demo", tmp_path / "cmp", settings=("st", "nc", "c"), seeds=2, data=str(demo_data),
+                    extra=extra)
+    for name in ("results.md", "results.csv", "results.png", "results.json"):
+        assert (tmp_path / "cmp" / name).is_file()
+    assert "| ST |" in table and "| NC MT |" in table and "| C MT |" in table
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
+    assert len(rows) == 6 and {r["label"] for r in rows} == {"ST", "NC MT", "C MT"}
+    summary = json.loads((tmp_path / "cmp" / "results.json").read_text())["table"]
+    nc = next(e for e in summary if e["label"] == "NC MT")
+    st = next(e for e in summary if e["label"] == "ST")
+    delta = nc["classes_accuracy"][0] - st["classes_accuracy"][0]
+    assert nc["classes_delta_vs_st"] == pytest.approx(delta)
+    assert nc["classes_negative_transfer"] == (delta < 0)
+    assert st["classes_accuracy"][1] >= 0  # std over the 2 seeds
