@@ -86,9 +86,23 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
             result["attributes_val_thresholds"] = {
                 "note": "per-attribute thresholds chosen on the validation split (not the paper's 0.5)",
                 "mean_f1": tuned["mean_f1"], "afa": tuned["afa"], "thresholds": thresholds.tolist()}
+    result["diagnostics"] = diagnostics(outputs, tasks)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     (run_dir / "metrics.md").write_text(format_table(result))
     return result
+
+
+def diagnostics(outputs: dict, tasks) -> dict:
+    """What a loss can do besides moving the metrics: the mean predicted attribute probability (a loss that
+    pushes every attribute towards 0 lowers it) and the mean entropy of the class predictions (in nats; a loss
+    that flattens them raises it)."""
+    out = {}
+    if "attributes" in tasks:
+        out["attribute_mean_probability"] = float(outputs["attributes"].mean())
+    if "classes" in tasks:
+        p = np.clip(outputs["classes"], 1e-12, 1.0)
+        out["class_entropy"] = float(-(p * np.log(p)).sum(-1).mean())
+    return out
 
 
 def format_table(result: dict) -> str:

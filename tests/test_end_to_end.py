@@ -61,6 +61,8 @@ def test_keras_and_savedmodel_give_identical_metrics(demo_data, tmp_path):
         for key, value in keras_metrics[task].items():
             assert export_metrics[task][key] == pytest.approx(value, abs=1e-9), (task, key)
     assert "attributes_val_thresholds" in keras_metrics
+    assert 0 < keras_metrics["diagnostics"]["attribute_mean_probability"] < 1
+    assert 0 <= keras_metrics["diagnostics"]["class_entropy"] <= np.log(7) + 1e-6
     assert (out / "metrics.md").is_file()
 
 

@@ -87,6 +87,8 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
                     if task in result:
                         for key in METRIC_KEYS[task]:
                             merged[f"{task}_{key}"] = result[task][key]
+                for key, value in result.get("diagnostics", {}).items():
+                    merged[f"diag_{key}"] = value
                 if "attributes_val_thresholds" in result:
                     merged["attributes_mean_f1_val_thresholds"] = result["attributes_val_thresholds"]["mean_f1"]
                 keras.backend.clear_session()
@@ -115,7 +117,7 @@ def summarise(records, rows, primary) -> list[dict]:
     return table
 
 
-def _fmt(cell, pct=False):
+def _fmt(cell):
     mean, std = cell
     return f"{mean:.3f} ± {std:.3f}"
 
@@ -152,6 +154,13 @@ def write_results(out, records, table, primary, meta) -> None:
     for e in table:
         lines.append(f"| {e['label']} | " + " | ".join(_fmt(e[f"{t}_{k}"]) if f"{t}_{k}" in e else "–"
                                                     for t, ks in METRIC_KEYS.items() for k in ks) + " |")
+    diag = [("diag_attribute_mean_probability", "mean attribute probability"),
+            ("diag_class_entropy", "class prediction entropy (nats)")]
+    if any(k in e for e in table for k, _ in diag):
+        lines += ["", "Diagnostics (test split):", "", "| setting | " + " | ".join(t for _, t in diag) + " |",
+                  "|---|---|---|"]
+        for e in table:
+            lines.append(f"| {e['label']} | " + " | ".join(_fmt(e[k]) if k in e else "–" for k, _ in diag) + " |")
     if any("attributes_mean_f1_val_thresholds" in e for e in table):
         lines += ["", "Attribute mean F1 with per-attribute thresholds tuned on validation (not the paper's 0.5):", ""]
         for e in table:
