@@ -188,3 +188,17 @@ def test_compare_writes_the_paper_tables(demo_data, tmp_path):
     assert nc["classes_delta_vs_st"] == pytest.approx(delta)
     assert nc["classes_negative_transfer"] == (delta < 0)
     assert st["classes_accuracy"][1] >= 0  # std over the 2 seeds
+
+
+def test_coupling_ablation_plans_each_effective_configuration_once():
+    from dmtl.experiments.compare import plan
+
+    rows = plan(["nc"], [], "coupling", ["printed", "distillation", "mixture-target", "bernoulli"])
+    labels = [r.label for r in rows]
+    assert labels[0] == "NC MT"
+    # SCA depends only on its direction (2 forms); DM on target and form (4); DM+SCA on both (4)
+    assert sum(label.startswith("SCA ") for label in labels) == 2
+    assert sum(label.startswith("DM (") for label in labels) == 4
+    assert sum(label.startswith("DM+SCA") for label in labels) == 4
+    sca = [r.runs[0][1] for r in rows if r.label.startswith("SCA ")]
+    assert all("dm_target" not in o for o in sca) and {o["sca_direction"] for o in sca} == {"printed", "distillation"}

@@ -53,11 +53,18 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
             continue
         rows.append(Row(METHOD_LABELS.get(method, method), [(f"{method}-nc", {"setting": "nc", "method": method})]))
     if ablation == "coupling":
+        planned = set()
         for form in forms:
             dm_target, dm_form, sca = FORMS[form]
-            base = {"setting": "c", "dm_target": dm_target, "dm_form": dm_form, "sca_direction": sca}
+            options = {"dm": {"dm_target": dm_target, "dm_form": dm_form}, "sca": {"sca_direction": sca}}
             for label, coupling in (("DM", ["dm"]), ("SCA", ["sca"]), ("DM+SCA", ["dm", "sca"])):
-                rows.append(Row(f"{label} ({form})", [(f"c-{'-'.join(coupling)}-{form}", {**base, "coupling": coupling})]))
+                # only the options of the losses switched on matter: skip a row another form already runs
+                effective = tuple(sorted((k, v) for c in coupling for k, v in options[c].items()))
+                if effective in planned:
+                    continue
+                planned.add(effective)
+                overrides = {"setting": "c", "coupling": coupling, **{k: v for c in coupling for k, v in options[c].items()}}
+                rows.append(Row(f"{label} ({form})", [(f"c-{'-'.join(coupling)}-{form}", overrides)]))
     return rows
 
 
