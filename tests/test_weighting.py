@@ -108,7 +108,7 @@ def test_gradnorm_object_with_a_tape_on_a_shared_layer():
 def test_last_shared_kernel_is_the_backbones_last_kernel():
     model = make_model()
     assert last_shared_kernel(model.backbone).path.endswith("features/kernel")
-    assert last_shared_kernel(model.backbone, "stage1_conv1").path.endswith("stage1_conv1/kernel")
+    assert last_shared_kernel(model.backbone, "conv1").path.endswith("conv1/kernel")
 
 
 @pytest.mark.parametrize("method", ["mgda", "gradnorm"])
