@@ -24,14 +24,12 @@ _EPSILON = 1e-8
 
 def last_shared_kernel(backbone, name: str | None = None):
     """The last shared layer's weight matrix: the backbone's last trainable variable with >= 2 dimensions (a
-    Dense/Conv kernel) in layer order, or the trainable variable whose path or name contains ``name``."""
-    variables = list(backbone.trainable_variables)
+    Dense/Conv kernel, never a bias) in layer order, optionally among those whose path or name contains ``name``."""
+    kernels = [v for v in backbone.trainable_variables if len(v.shape) >= 2]
     if name is not None:
-        matches = [v for v in variables if name in getattr(v, "path", v.name) or name == v.name]
-        if not matches:
-            raise ValueError(f"no trainable backbone variable matches {name!r}")
-        return matches[-1]
-    kernels = [v for v in variables if len(v.shape) >= 2]
+        kernels = [v for v in kernels if name in getattr(v, "path", v.name) or name == v.name]
+        if not kernels:
+            raise ValueError(f"no trainable backbone kernel matches {name!r}")
     if not kernels:
         raise ValueError("the backbone has no trainable kernel for GradNorm to balance gradient norms on")
     return kernels[-1]
