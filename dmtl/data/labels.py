@@ -1,13 +1,10 @@
 """Labels of a built data folder without decoding images: schemas, label arrays and labelled counts."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import tensorflow as tf
 
 from dmtl.data import records
-from dmtl.labels import MISSING
 
 
 def schema_of(data_dir) -> dict:
@@ -15,38 +12,20 @@ def schema_of(data_dir) -> dict:
     return records.read_dataset_json(data_dir)["schema"]
 
 
-def shard_paths(data_dir, split: str) -> list[str]:
-    info = records.read_dataset_json(data_dir)
-    shards = info["splits"].get(split, {}).get("shards", [])
-    return [str(Path(data_dir) / s) for s in shards]
-
-
-def label_mapping(source_names, target_names, kind: str) -> np.ndarray:
-    """For each source name, its index in ``target_names`` or -1 (a source label the target does not keep)."""
-    target = {name: i for i, name in enumerate(target_names)}
-    return np.array([target.get(name, MISSING) for name in source_names], np.int64)
-
-
 def load_labels(data_dirs, split: str, class_names, attribute_names) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) class labels and (N, M) attribute labels of a split over several folders, aligned by name."""
+    """(N,) class labels and (N, M) attribute labels of a split over several folders, aligned by name exactly as
+    the input pipeline aligns them (:class:`dmtl.data.reader.SourceSplit`), in evaluation order."""
+    from dmtl.data.reader import SourceSplit
+
     all_classes, all_attributes = [], []
     for data_dir in data_dirs:
-        schema = schema_of(data_dir)
-        source_attrs = list(schema["attribute_names"])
-        class_map = np.append(label_mapping(schema["class_names"], class_names, "class"), MISSING)
-        attr_index = label_mapping(attribute_names, source_attrs, "attribute")
-        paths = shard_paths(data_dir, split)
-        if not paths:
+        source = SourceSplit(data_dir, split, list(class_names), list(attribute_names))
+        if not source.shards:
             continue
-        ds = tf.data.TFRecordDataset(paths).batch(4096).map(
-            lambda s: tf.io.parse_example(s, {k: v for k, v in records.feature_spec(len(source_attrs)).items()
-                                               if k in ("class_label", "attributes")}))
-        for batch in ds.as_numpy_iterator():
-            all_classes.append(class_map[batch["class_label"]])
-            attrs = np.full((len(batch["class_label"]), len(attribute_names)), MISSING, np.float32)
-            have = attr_index >= 0
-            attrs[:, have] = batch["attributes"][:, attr_index[have]]
-            all_attributes.append(attrs)
+        labels = tf.data.TFRecordDataset(source.shards).batch(4096).map(lambda s: source.align(s)[1])
+        for batch in labels.as_numpy_iterator():
+            all_classes.append(batch["classes"])
+            all_attributes.append(batch["attributes"])
     if not all_classes:
         return np.zeros((0,), np.int64), np.zeros((0, len(attribute_names)), np.float32)
     return np.concatenate(all_classes), np.concatenate(all_attributes)

@@ -77,7 +77,7 @@ def _size(value) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-class _Source:
+class SourceSplit:
     """One data folder's split: shard paths, size and the name alignment to the requested label lists."""
 
     def __init__(self, data_dir, split: str, class_names, attribute_names):
@@ -164,7 +164,7 @@ def _to_unit_range(images):
     return tf.clip_by_value(tf.cast(images, tf.float32) / 127.5 - 1.0, -1.0, 1.0)
 
 
-def _source_dataset(source: _Source, *, training: bool, seed, shuffle_buffer: int, require, target_size,
+def _source_dataset(source: SourceSplit, *, training: bool, seed, shuffle_buffer: int, require, target_size,
                     cache, targets=None) -> tf.data.Dataset:
     """One folder's unbatched (uint8 image, labels) stream (shuffled when training; not repeated).
 
@@ -212,7 +212,7 @@ def load_split(data_dir, split: str, attribute_names=None, class_names=None, ima
         default_classes, default_attributes = default_names([data_dir])
         class_names = default_classes if class_names is None else class_names
         attribute_names = default_attributes if attribute_names is None else attribute_names
-    source = _Source(data_dir, split, list(class_names), list(attribute_names))
+    source = SourceSplit(data_dir, split, list(class_names), list(attribute_names))
     return _source_dataset(source, training=False, seed=None, shuffle_buffer=0, require=None,
                            target_size=_size(image_size) or source.image_size, cache=False)
 
@@ -253,7 +253,7 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     class_names = list(default_classes if class_names is None else class_names)
     attribute_names = list(default_attributes if attribute_names is None else attribute_names)
 
-    sources = [_Source(d, split, class_names, attribute_names) for d in dirs]
+    sources = [SourceSplit(d, split, class_names, attribute_names) for d in dirs]
     if targets is not None and len(targets) != len(sources):
         raise ValueError(f"targets: one label set per data folder ({len(sources)}), got {len(targets)}")
     targets = targets or [None] * len(sources)
