@@ -45,14 +45,13 @@ def predict_split(predict, dirs, split, class_names, attribute_names, batch_size
     """Predictions and labels over a whole split, in the reader's deterministic evaluation order."""
     dataset = reader.make_dataset([str(d) for d in dirs], split, batch_size, training=False,
                                   class_names=class_names, attribute_names=attribute_names)
-    outputs = {"classes": [], "attributes": []}
-    labels = {"classes": [], "attributes": []}
+    outputs, labels = {}, {"classes": [], "attributes": []}
     for images, y in dataset.as_numpy_iterator():
-        out = predict(images)
-        for key in outputs:
-            outputs[key].append(out[key])
+        for key, value in predict(images).items():
+            outputs.setdefault(key, []).append(value)
+        for key in labels:
             labels[key].append(y[key])
-    if not outputs["classes"]:
+    if not labels["classes"]:
         raise ValueError(f"split {split!r} is empty in {[str(d) for d in dirs]}")
     return ({k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in labels.items()})
 

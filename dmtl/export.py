@@ -1,7 +1,8 @@
 """SavedModel export for deployment: serving takes uint8 RGB faces and needs only TensorFlow to run.
 
 The ``serve`` endpoint (also the ``serving_default`` signature) maps uint8 images (N, H, W, 3) to
-``{"classes": p(c|x) (N, K), "attributes": p(att|x) (N, M)}``; the normalisation to [-1, 1] happens inside.
+``{"classes": p(c|x) (N, K), "attributes": p(att|x) (N, M)}`` (a database with one task: that output only);
+the normalisation to [-1, 1] happens inside.
 ``labels.json`` beside ``saved_model.pb`` names the classes and attributes in output order.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
     def serve(images):
         x = tf.cast(images, tf.float32) / 127.5 - 1.0
         outputs = model(x, training=False)
-        return {"classes": outputs["classes"], "attributes": outputs["attributes"]}
+        return dict(outputs)  # "classes" and/or "attributes", whichever heads the model has
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")])

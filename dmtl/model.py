@@ -78,10 +78,18 @@ class MultiTaskModel(keras.Model):
         self.label_smoothing, self.head_dropout = float(label_smoothing), float(head_dropout)
         self.weighting_name, self.weighting_options = weighting, dict(weighting_options or {})
         self.weighting = get_weighting(weighting, **self.weighting_options)
-        self.class_head = TaskHead(self.num_classes, "softmax", head_dropout, name="classes")
-        self.attribute_head = TaskHead(self.num_attributes, "sigmoid", head_dropout, name="attributes")
-        self.class_head.trainable = "classes" in tasks  # single-task: the other head stays untrained
-        self.attribute_head.trainable = "attributes" in tasks
+        missing = [t for t, n in (("classes", self.num_classes), ("attributes", self.num_attributes))
+                   if t in tasks and n == 0]
+        if missing:
+            raise ValueError(f"task {missing[0]!r} has no labels in this database: train the other task alone "
+                             f"(setting st-{'attributes' if missing[0] == 'classes' else 'classes'})")
+        # a head per task the database has; single-task: the other head (if any) stays untrained
+        self.class_head = TaskHead(self.num_classes, "softmax", head_dropout, name="classes") if num_classes else None
+        self.attribute_head = (TaskHead(self.num_attributes, "sigmoid", head_dropout, name="attributes")
+                               if num_attributes else None)
+        for task, head in (("classes", self.class_head), ("attributes", self.attribute_head)):
+            if head is not None:
+                head.trainable = task in tasks
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self._loss_names()}
         # scalars of the weighting method (e.g. task weights) and of subclasses, averaged over the epoch
         self._trackers.update({name: keras.metrics.Mean(name=name)
@@ -101,15 +109,20 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------ forward
     def build(self, input_shape):
         features = self.backbone.compute_output_shape(input_shape)
-        self.class_head.build(features)
-        self.attribute_head.build(features)
+        for head in self.heads.values():
+            head.build(features)
         self.built = True
+
+    @property
+    def heads(self) -> dict:
+        """The task heads this model has, by output name."""
+        return {name: head for name, head in (("classes", self.class_head), ("attributes", self.attribute_head))
+                if head is not None}
 
     def forward(self, images, training=None):
         """Returns ``(shared features, {"classes": p(c|x), "attributes": p(att|x)})``."""
         features = self.backbone(images, training=training)
-        return features, {"classes": self.class_head(features, training=training),
-                          "attributes": self.attribute_head(features, training=training)}
+        return features, {name: head(features, training=training) for name, head in self.heads.items()}
 
     def call(self, images, training=None):
         return self.forward(images, training=training)[1]

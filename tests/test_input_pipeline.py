@@ -336,3 +336,22 @@ def test_augment_batch_range_and_scaling():
     np.testing.assert_allclose(unit, out / 127.5 - 1.0, atol=1e-5)
     plain = augment_lib.color_jitter(images, tf.constant([1, 1], tf.int64), brightness=0.0, contrast=0.0)
     np.testing.assert_allclose(plain, tf.cast(images, tf.float32))
+
+
+def test_a_database_without_attributes_streams(tmp_path):
+    """TensorFlow 2.21 crashes unbatching (b, 0) tensors; a classes-only folder (JAFFE) must still stream."""
+    import cv2
+
+    from dmtl.data import reader, records
+
+    image = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    examples = [records.serialize_example(image, i % 3, [], "x", f"{i}.png") for i in range(10)]
+    records.write_shard(tmp_path / "train-00000.tfrecord", examples)
+    records.write_json_atomic(tmp_path / "dataset.json", {
+        "format": records.FORMAT, "schema": {"name": "x", "class_names": ["a", "b", "c"], "attribute_names": []},
+        "image_size": [8, 8], "splits": {"train": {"shards": ["train-00000.tfrecord"], "examples": 10}}})
+    ds = reader.make_dataset([str(tmp_path)], "train", 4, training=True, mixaugment={"alpha": 0.2})
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 8, 8, 3) and labels["attributes"].shape == (8, 0)
+    _, labels = next(iter(reader.make_dataset([str(tmp_path)], "train", 4)))
+    assert labels["classes"].numpy().tolist() == [0, 1, 2, 0]

@@ -175,3 +175,25 @@ def test_dm_target_decides_which_head_receives_gradient(target, attribute_head_l
     norm = lambda g: 0.0 if g is None else float(tf.norm(g))  # noqa: E731
     assert (norm(att_grad) > 0) == attribute_head_learns
     assert (norm(cls_grad) > 0) == class_head_learns
+
+
+def test_database_with_one_task_trains_saves_and_exports(tmp_path):
+    """JAFFE-like: 7 classes, no attributes. Only the class head exists; asking for attributes is an error."""
+    keras.utils.set_random_seed(0)
+    with pytest.raises(ValueError, match="st-classes"):
+        MultiTaskModel(tiny_backbone(), 7, 0, tasks=("classes", "attributes"))
+    model = MultiTaskModel(tiny_backbone(), 7, 0, tasks=("classes",))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = partial_data()
+    y = {"classes": np.abs(y["classes"]), "attributes": np.zeros((len(x), 0), np.float32)}
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["classes_loss"][0])
+    assert set(model.predict(x, verbose=0)) == {"classes"}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["classes"], model.predict(x, verbose=0)["classes"],
+                               atol=1e-6)
+    from dmtl.export import export_serving
+    export_serving(model, tmp_path / "export", 24)
+    reloaded = tf.saved_model.load(str(tmp_path / "export"))
+    assert set(reloaded.serve(np.zeros((2, 24, 24, 3), np.uint8))) == {"classes"}

@@ -164,6 +164,16 @@ def _to_unit_range(images):
     return tf.clip_by_value(tf.cast(images, tf.float32) / 127.5 - 1.0, -1.0, 1.0)
 
 
+def _unbatch(ds, num_attributes: int) -> tf.data.Dataset:
+    """``unbatch`` of (images, labels) that survives M = 0: TensorFlow 2.21 crashes (segmentation fault) when it
+    unbatches a (b, 0) tensor, so without attributes none are carried through and an empty (0,) vector is added
+    afterwards."""
+    if num_attributes:
+        return ds.unbatch()
+    ds = ds.map(lambda images, labels: (images, labels["classes"])).unbatch()
+    return ds.map(lambda image, classes: (image, {"classes": classes, "attributes": tf.zeros([0], tf.float32)}))
+
+
 def _source_dataset(source: SourceSplit, *, training: bool, seed, shuffle_buffer: int, require, target_size,
                     cache, targets=None) -> tf.data.Dataset:
     """One folder's unbatched (uint8 image, labels) stream (shuffled when training; not repeated).
@@ -192,7 +202,7 @@ def _source_dataset(source: SourceSplit, *, training: bool, seed, shuffle_buffer
     if require:
         keep = _keep_required(require)
         align = lambda serialized: keep(*source.align(serialized))  # noqa: E731
-    ds = serialized.batch(PARSE_BATCH).map(align, num_parallel_calls=AUTOTUNE).unbatch()
+    ds = _unbatch(serialized.batch(PARSE_BATCH).map(align, num_parallel_calls=AUTOTUNE), len(source.attribute_index))
     ds = ds.map(_decoder(source.image_size, target_size), num_parallel_calls=AUTOTUNE)
     if cache:
         key = hashlib.sha1(str(source.dir.resolve()).encode()).hexdigest()[:10]
