@@ -16,17 +16,12 @@ from keras import ops
 
 from dmtl import losses, metrics
 from dmtl.weighting import get_weighting
-from dmtl.weighting.distribute import replica_sum
+from dmtl.weighting.distribute import num_replicas, replica_sum
 from models.heads import TaskHead
 
 TASKS = ("classes", "attributes")
 COUPLINGS = ("dm", "sca")
 DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0, "dm": 1.0, "sca": 1.0}
-
-
-def _num_replicas() -> int:
-    context = tf.distribute.get_replica_context()
-    return 1 if context is None else context.num_replicas_in_sync
 
 
 @keras.saving.register_keras_serializable(package="dmtl")
@@ -195,7 +190,7 @@ class MultiTaskModel(keras.Model):
         return self._update_metrics(total, terms, y, predictions, {})
 
     def _update_metrics(self, total, terms, y, predictions, logs):
-        replicas = _num_replicas()  # each replica holds its share of a global mean; Mean averages replicas
+        replicas = num_replicas()  # each replica holds its share of a global mean; Mean averages replicas
         self._trackers["loss"].update_state(total * replicas)
         for name, value in terms.items():
             self._trackers[f"{name}_loss"].update_state(value * replicas)

@@ -89,8 +89,8 @@ class TaskRoutingModel(MultiTaskModel):
     def build(self, input_shape):
         image_shape = tuple(input_shape)
         features = self.backbone.compute_output_shape([image_shape, (image_shape[0],)])
-        self.class_head.build(features)
-        self.attribute_head.build(features)
+        for head in self.heads.values():
+            head.build(features)
         self.built = True
 
     def routed_features(self, images, task: str, training=None):

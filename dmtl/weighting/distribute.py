@@ -5,12 +5,17 @@ import keras
 import tensorflow as tf
 
 
+def num_replicas() -> int:
+    """How many replicas run this step in sync (1 without a distribution strategy)."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
 def replica_sum(value):
     """Sums a per-replica tensor over the replicas in sync (identity without a distribution strategy)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
+    if num_replicas() == 1:
         return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def attach_state(model, name: str, variable) -> None:
