@@ -35,7 +35,7 @@ def jaffe_table(data: Path):
 
 
 def run(table, workers: int) -> dict:
-    from preprocessing import build
+    from dmtl.preprocessing import build
 
     with tempfile.TemporaryDirectory() as out:
         summary = build(table, out, detector="mtcnn", workers=workers, shard_size=1000, progress=False,

@@ -22,8 +22,8 @@ import tensorflow as tf  # noqa: E402
 
 from dmtl.model import MultiTaskModel  # noqa: E402
 from dmtl.relatedness import du_et_al_2014  # noqa: E402
-from models import small_cnn  # noqa: E402
-from models.heads import TaskHead  # noqa: E402
+from dmtl.models import small_cnn  # noqa: E402
+from dmtl.models.heads import TaskHead  # noqa: E402
 
 AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU17", "AU20", "AU23", "AU24",
        "AU25", "AU26"]

@@ -1,81 +1,287 @@
-"""Run configuration: ``configs/base.yaml`` <- ``configs/<database>.yaml`` <- ``--config FILE`` <- flags.
+"""Run configuration: ``configs/base.yaml`` <- ``configs/<database>.yaml`` <- ``--config FILE`` <- ``--set``/flags.
 
 Like insightface's arcface_torch: one base file with every key, small per-database overrides. Unknown keys are
-errors, so a typo never silently does nothing.
+errors, so a typo never silently does nothing. The configs are package data (found through importlib.resources).
+
+Method axes (LibMTL-style, each a registry): ``weighting`` (:mod:`dmtl.weighting`), ``architecture``
+(:mod:`dmtl.architectures`), ``label_completion`` (:mod:`dmtl.label_completion`), each with ``*_options``. The
+``method`` key is a shorthand that sets the three (``tr`` = ew + task_routing + none, ...); an axis named in the
+same layer, or in a later one, wins. Couplings: ``coupling_recipe`` picks a preset (:data:`dmtl.coupling.RECIPES`)
+and ``coupling`` adjusts it (see :func:`couplings_of`).
 """
 from __future__ import annotations
 
 import copy
+import importlib.resources
 from pathlib import Path
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = ("st-classes", "st-attributes", "nc", "c")
-NESTED = ("loss_weights", "primary_metrics", "method_options")
+SETTING_TASKS = {"st-classes": ("classes",), "st-attributes": ("attributes",), "nc": ("classes", "attributes"),
+                 "c": ("classes", "attributes")}
+# keys whose mappings merge key by key across layers
+NESTED = ("loss_weights", "primary_metrics", "weighting_options", "architecture_options",
+          "label_completion_options", "coupling", "method_options")
+# --method shorthand -> (weighting, architecture, label_completion, which axis takes method_options)
+METHODS = {
+    "ew": ("ew", "shared", "none", "weighting"),
+    "mgda": ("mgda", "shared", "none", "weighting"),
+    "gradnorm": ("gradnorm", "shared", "none", "weighting"),
+    "tr": ("ew", "task_routing", "none", "architecture"),
+    "adashare": ("ew", "adashare", "none", "architecture"),
+    "st-t": ("ew", "shared", "student_teacher", "label_completion"),
+}
+AXES = ("weighting", "architecture", "label_completion")
+# keys of configs written before the method axes and coupling objects, translated on load
+_LEGACY_DM = {"dm_target": "target", "dm_form": "form", "dm_relatedness": "relatedness"}
 
 
-def _read(path: Path) -> dict:
+class ConfigError(ValueError):
+    """A configuration that cannot run: unknown key or name, wrong type, incompatible choices."""
+
+
+def config_dir():
+    """The packaged ``configs`` folder."""
+    return importlib.resources.files("dmtl") / "configs"
+
+
+def _read(path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text() if not hasattr(path, "read_text") else path.read_text()
     except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path} not found") from None
+        raise ConfigError(f"config file {path} not found") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file is a mapping of keys to values")
+        raise ConfigError(f"{path}: a config file is a mapping of keys to values")
     return data
 
 
+def parse_set(items) -> dict:
+    """``["a=1", "b.c=[x, y]"]`` -> ``{"a": 1, "b": {"c": ["x", "y"]}}``: values read as YAML, dots nest."""
+    out: dict = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
+        node = out
+        parts = [p.strip() for p in key.strip().split(".")]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is set both as a value and as a mapping")
+        node[parts[-1]] = parsed
+    return out
+
+
+def _deep_merge(base, override):
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out.get(key), value) if isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def expand_method(layer: dict, source: str = "config") -> dict:
+    """Expands the ``method`` shorthand of one layer into the three axes (an axis the layer names itself wins),
+    and moves ``method_options`` to the options of the method's axis."""
+    layer = dict(layer)
+    method = layer.get("method")
+    options = layer.pop("method_options", None)
+    if method is None:
+        if options:
+            raise ConfigError(f"{source}: method_options needs a method; use weighting_options, "
+                              f"architecture_options or label_completion_options")
+        return layer
+    if method not in METHODS:
+        raise ConfigError(f"{source}: unknown method {method!r}; choose from {sorted(METHODS)}")
+    *axes, options_axis = METHODS[method]
+    for axis, value in zip(AXES, axes):
+        layer.setdefault(axis, value)
+    if options:
+        layer[f"{options_axis}_options"] = {**(layer.get(f"{options_axis}_options") or {}), **options}
+    return layer
+
+
+def upgrade_legacy(layer: dict) -> dict:
+    """Translates keys of earlier configs (``coupling: [dm, sca]`` with ``dm_*``/``sca_direction`` keys, coupling
+    weights in ``loss_weights``) into the current ``coupling`` mapping with ``coupling_recipe: printed``."""
+    legacy = [k for k in (*_LEGACY_DM, "dm_normalise", "sca_direction") if k in layer]
+    weights = layer.get("loss_weights") or {}
+    if not legacy and not ({"dm", "sca"} & set(weights)):
+        return layer
+    layer = dict(layer)
+    coupling = {"dm": {}, "sca": {}}
+    for old, new in _LEGACY_DM.items():
+        if old in layer:
+            coupling["dm"][new] = layer.pop(old)
+    if "dm_normalise" in layer:
+        coupling["dm"]["scale"] = "mean" if layer.pop("dm_normalise") else "sum"
+    if "sca_direction" in layer:
+        coupling["sca"]["direction"] = layer.pop("sca_direction")
+    weights = dict(weights)
+    for name in ("dm", "sca"):
+        if name in weights:
+            coupling[name]["weight"] = float(weights.pop(name))
+    if "loss_weights" in layer:
+        layer["loss_weights"] = weights
+    names = layer.get("coupling")
+    if isinstance(names, list):  # exactly these couplings
+        layer["coupling"] = {n: (coupling.get(n, {}) if n in names else False) for n in ("dm", "sca")}
+    elif names is None and "coupling" in layer:
+        layer["coupling"] = {}
+    else:
+        layer["coupling"] = {n: o for n, o in coupling.items() if o} or names
+    layer.setdefault("coupling_recipe", "printed")
+    return layer
+
+
 def merge(base: dict, override: dict, source: str = "override") -> dict:
-    """Returns ``base`` updated by ``override``; nested mappings in :data:`NESTED` merge key by key."""
+    """Returns ``base`` updated by ``override``; mappings in :data:`NESTED` merge key by key (deeply)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if key not in out:
-            raise KeyError(f"{source}: unknown config key {key!r} (see configs/base.yaml)")
-        if key in NESTED and isinstance(value, dict):
-            out[key] = {**(out[key] or {}), **value}
+            raise ConfigError(f"{source}: unknown config key {key!r} (see dmtl/configs/base.yaml)")
+        if key in NESTED and isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
 def base_config() -> dict:
-    base = _read(CONFIG_DIR / "base.yaml")
-    base.setdefault("demo", None)
-    return base
+    return _read(config_dir() / "base.yaml")
+
+
+def databases_with_configs() -> list[str]:
+    return sorted(p.name[:-5] for p in config_dir().iterdir() if p.name.endswith(".yaml") and p.name != "base.yaml")
+
+
+def _layer(data: dict, source: str) -> dict:
+    return expand_method(upgrade_legacy(data), source)
 
 
 def resolve(database: str | None = None, config_file=None, overrides: dict | None = None) -> dict:
-    """The configuration of a run; flags (``overrides``, None values ignored) win over files."""
+    """The configuration of a run; ``overrides`` (None values ignored; nested mappings merge) win over files."""
     config = base_config()
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     database = overrides.get("database") or database
+    file_config = None
     if config_file is not None:
         file_config = _read(config_file)
         database = database or file_config.get("database")
     if database is not None:
-        db_file = CONFIG_DIR / f"{database}.yaml"
+        db_file = config_dir() / f"{database}.yaml"
         if db_file.is_file():
-            config = merge(config, _read(db_file), str(db_file))
+            config = merge(config, _layer(_read(db_file), str(db_file)), str(db_file))
+        else:
+            from dmtl.databases import available
+            if database not in available():
+                raise ConfigError(f"unknown database {database!r}; choose from {sorted(set(available()) | set(databases_with_configs()))} "
+                                  f"(or pass a --config file for your own)")
         config["database"] = database
-    if config_file is not None:
-        config = merge(config, file_config, str(config_file))
-    config = merge(config, overrides, "command line")
+    if file_config is not None:
+        config = merge(config, _layer(file_config, str(config_file)), str(config_file))
+    config = merge(config, _layer(overrides, "command line"), "command line")
     validate(config)
     return config
 
 
+def couplings_of(config: dict) -> list[dict]:
+    """The run's couplings as ``[{"name": ..., **options}]``: none unless setting ``c``; else the recipe's,
+    adjusted by ``coupling``: a list names exactly the couplings on (with the recipe's options), a mapping
+    overrides options per coupling (``{dm: {weight: 0.5}}``) and ``{sca: false}`` removes one. ``relatedness:
+    auto`` for dm becomes ``indicator`` with du2014 (Eq. 2 as printed), ``weights`` otherwise."""
+    if config["setting"] != "c":
+        return []
+    from dmtl import coupling as coupling_lib
+
+    recipe = coupling_lib.recipe(config["coupling_recipe"])
+    given = config.get("coupling")
+    if given is None:
+        chosen = recipe
+    elif isinstance(given, (list, tuple)):
+        chosen = {name: recipe.get(name, {}) for name in given}
+    elif isinstance(given, str):
+        chosen = {} if given in ("none", "") else {n.strip(): recipe.get(n.strip(), {}) for n in given.split(",")}
+    elif isinstance(given, dict):
+        chosen = copy.deepcopy(recipe)
+        for name, options in given.items():
+            if options is False:
+                chosen.pop(name, None)
+            elif options is None or options is True:
+                chosen.setdefault(name, {})
+            elif isinstance(options, dict):
+                chosen[name] = {**chosen.get(name, {}), **options}
+            else:
+                raise ConfigError(f"coupling.{name}: expected a mapping of options, true or false, got {options!r}")
+    else:
+        raise ConfigError(f"coupling: expected a mapping, a list of names or none, got {given!r}")
+    out = []
+    for name, options in chosen.items():
+        options = dict(options)
+        if name == "dm" and options.get("relatedness", "auto") == "auto":
+            options["relatedness"] = "indicator" if config["relatedness"] == "du2014" else "weights"
+        out.append({"name": name, **options})
+    return out
+
+
+_TYPES = {"epochs": int, "batch_size": int, "input_size": int, "seed": int, "shuffle_buffer": int,
+          "lr": float, "weight_decay": float, "label_smoothing": float, "head_dropout": float}
+
+
 def validate(config: dict) -> None:
+    """Checks names, types and the compatibility of the method axes and couplings (before any run folder)."""
     if config["setting"] not in SETTINGS:
-        raise ValueError(f"setting {config['setting']!r} not in {SETTINGS}")
+        raise ConfigError(f"setting {config['setting']!r} not in {SETTINGS}")
     if config["database"] is None:
-        raise ValueError("no database: pass --database NAME (e.g. demo) or a --config file that names one")
-    if not set(config["coupling"] or ()) <= {"dm", "sca"}:
-        raise ValueError(f"coupling {config['coupling']} must be a subset of [dm, sca]")
+        raise ConfigError("no database: pass --database NAME (e.g. demo) or a --config file that names one")
+    for key, kind in _TYPES.items():
+        value = config.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                kind is int and not float(value).is_integer()):
+            raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    unknown = set(config["loss_weights"] or {}) - {"classes", "attributes"}
+    if unknown:
+        raise ConfigError(f"loss_weights: unknown task(s) {sorted(unknown)} (classes, attributes; coupling weights "
+                          f"are coupling.<name>.weight)")
+    from dmtl import coupling as coupling_lib
+    from dmtl.architectures import architecture_class
+    from dmtl.label_completion import completion_class
+    from dmtl.weighting import weighting_class
+
+    try:
+        weighting = weighting_class(config["weighting"])
+        architecture = architecture_class(config["architecture"])
+        completion = completion_class(config["label_completion"])
+        for spec in couplings_of(config):
+            coupling_lib.from_config(spec)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if weighting.requires_shared_features and not architecture.shares_features:
+        raise ConfigError(f"weighting {config['weighting']!r} needs one representation shared by every task, but "
+                          f"architecture {config['architecture']!r} computes different features per task "
+                          f"(use ew or gradnorm)")
+    if config["setting"] not in completion.settings:
+        raise ConfigError(f"label_completion {config['label_completion']!r} supports settings "
+                          f"{list(completion.settings)}, not {config['setting']!r}")
 
 
 def save(config: dict, path) -> None:
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=True))
+    from dmtl.io import write_text
+    write_text(path, yaml.safe_dump(config, sort_keys=True))
 
 
 def load(path) -> dict:
-    return merge(base_config(), _read(path), str(path))
+    """A saved run configuration (earlier formats translated), checked against the current keys."""
+    data = _read(path)
+    return merge(base_config(), _layer(data, str(path)), str(path))

@@ -15,7 +15,7 @@ def ensure_demo_data(options: dict, image_size: int, cache_dir=None) -> Path:
     The folder name hashes the options, so different sizes never mix; an interrupted build resumes.
     """
     from dmtl.databases import demo, load_database
-    from preprocessing import build
+    from dmtl.preprocessing import build
 
     cache = Path(cache_dir or DEFAULT_CACHE)
     key = hashlib.sha1(json.dumps({**options, "size": image_size}, sort_keys=True).encode()).hexdigest()[:10]

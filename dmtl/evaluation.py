@@ -7,66 +7,29 @@ mean_accuracy, afa; all ignoring missing labels, attributes at the paper's fixed
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from dmtl import config as config_lib
 from dmtl import metrics
-from dmtl.data import reader
+from dmtl.io import write_json, write_text
+from dmtl.training.plan import data_dirs
+from dmtl.training.predict import load_predictor, predict_split
 
 CLASS_KEYS = ("accuracy", "average_accuracy", "macro_f1")
 ATTRIBUTE_KEYS = ("mean_f1", "mean_accuracy", "afa")
 
 
-def load_predictor(run_dir: Path, kind: str):
-    """A function images[-1,1] -> {"classes", "attributes"} probabilities, plus class and attribute names."""
-    if kind == "export":
-        from dmtl.export import ServingModel
-        served = ServingModel(run_dir / "export")
-
-        def predict(images):
-            return served(np.round((images + 1.0) * 127.5).clip(0, 255).astype(np.uint8))
-
-        return predict, served.labels["class_names"], served.labels["attribute_names"]
-    if kind == "keras":
-        import keras
-        model = keras.saving.load_model(run_dir / "model.keras")
-
-        def predict(images):
-            return {k: np.asarray(v) for k, v in model(images, training=False).items()}
-
-        return predict, model.class_names, model.attribute_names
-    raise ValueError(f"--model must be 'keras' or 'export', not {kind!r}")
-
-
-def predict_split(predict, dirs, split, class_names, attribute_names, batch_size):
-    """Predictions and labels over a whole split, in the reader's deterministic evaluation order."""
-    dataset = reader.make_dataset([str(d) for d in dirs], split, batch_size, training=False,
-                                  class_names=class_names, attribute_names=attribute_names)
-    outputs, labels = {}, {"classes": [], "attributes": []}
-    for images, y in dataset.as_numpy_iterator():
-        for key, value in predict(images).items():
-            outputs.setdefault(key, []).append(value)
-        for key in labels:
-            labels[key].append(y[key])
-    if not labels["classes"]:
-        raise ValueError(f"split {split!r} is empty in {[str(d) for d in dirs]}")
-    return ({k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in labels.items()})
-
-
 def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=None) -> dict:
     """Computes and writes the run's metrics on ``split``; returns the metrics dictionary."""
-    from dmtl.training import SETTING_TASKS, data_dirs
-
     run_dir = Path(run_dir)
     config = config_lib.load(run_dir / "config.yaml")
     dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)] if data else data_dirs(config)
     predict, class_names, attribute_names = load_predictor(run_dir, model)
     batch_size = batch_size or config["batch_size"]
     outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size)
-    tasks = SETTING_TASKS[config["setting"]]
+    tasks = config_lib.SETTING_TASKS[config["setting"]]
     result = {"run": str(run_dir), "split": split, "model": model, "setting": config["setting"],
               "database": config["database"]}
     if "classes" in tasks:
@@ -86,8 +49,8 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                 "note": "per-attribute thresholds chosen on the validation split (not the paper's 0.5)",
                 "mean_f1": tuned["mean_f1"], "afa": tuned["afa"], "thresholds": thresholds.tolist()}
     result["diagnostics"] = diagnostics(outputs, tasks)
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    (run_dir / "metrics.md").write_text(format_table(result))
+    write_json(run_dir / "metrics.json", result)
+    write_text(run_dir / "metrics.md", format_table(result))
     return result
 
 

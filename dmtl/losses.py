@@ -14,8 +14,8 @@ from keras import ops
 
 EPSILON = 1e-7
 
-DM_TARGETS = ("printed", "attributes-as-target", "mixture-as-target")
-DM_FORMS = ("positive", "bernoulli")
+DM_TARGETS = ("printed", "attributes-as-target", "mixture-as-target", "both")
+DM_FORMS = ("positive", "bernoulli", "distillation")
 SCA_DIRECTIONS = ("printed", "distillation")
 
 
@@ -95,12 +95,13 @@ def distribution_matching_terms(class_probs, attribute_probs, relatedness, targe
     ``target`` says which side is a stop-gradient target: ``printed`` (neither: gradient into both heads, as
     printed), ``attributes-as-target`` (p is the target: only the class head learns), ``mixture-as-target``
     (q is the target: only the attribute head learns). ``form="bernoulli"`` adds the negative part
-    -(1 - p) log(1 - q). ``normalise`` divides by the number of attributes M.
+    -(1 - p) log(1 - q). ``normalise`` divides by the number of attributes M. ``form="distillation"`` (target
+    outside the log) is :func:`dm_distillation_terms`.
     """
-    if target not in DM_TARGETS:
-        raise ValueError(f"dm target {target!r} not in {DM_TARGETS}")
-    if form not in DM_FORMS:
-        raise ValueError(f"dm form {form!r} not in {DM_FORMS}")
+    if target not in DM_TARGETS or target == "both":
+        raise ValueError(f"dm target {target!r} not in {DM_TARGETS[:3]} (log forms; 'both' is for distillation)")
+    if form not in DM_FORMS or form == "distillation":
+        raise ValueError(f"dm form {form!r} not in {DM_FORMS[:2]} (distillation: dm_distillation_terms)")
     p = ops.cast(attribute_probs, "float32")
     q = coupled_attribute_probs(class_probs, relatedness)
     if target == "attributes-as-target":
@@ -123,6 +124,38 @@ def distribution_matching_loss(class_probs, attribute_probs, relatedness, target
                                                     normalise))
 
 
+def binary_distillation(targets, predictions):
+    """Per element BCE(target, prediction) = -t log s - (1 - t) log(1 - s): Hinton-style distillation of
+    Bernoulli probabilities, the target outside the log (its gradient w.r.t. s vanishes where s = t)."""
+    t = ops.cast(targets, "float32")
+    s = ops.cast(predictions, "float32")
+    return -(t * _log(s) + (1.0 - t) * _log1m(s))
+
+
+def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: str, normalise: bool = False):
+    """L_DM read as distillation, per image (every image; the caller masks):
+
+    * ``student="attributes"``: sum_i BCE(target = sg(q_i), prediction = p_i) — the class head, through the
+      relatedness (Eq. 2), teaches the attribute head;
+    * ``student="classes"``: sum_i BCE(target = sg(p_i), prediction = q_i) — the attribute head teaches the
+      class head through q.
+
+    ``normalise`` divides by M (the mean over attributes, like L_att).
+    """
+    p = ops.cast(attribute_probs, "float32")
+    q = coupled_attribute_probs(class_probs, relatedness)
+    if student == "attributes":
+        per_attribute = binary_distillation(ops.stop_gradient(q), p)
+    elif student == "classes":
+        per_attribute = binary_distillation(ops.stop_gradient(p), q)
+    else:
+        raise ValueError(f"student must be 'attributes' or 'classes', not {student!r}")
+    per_image = ops.sum(per_attribute, axis=-1)
+    if normalise:
+        per_image = per_image / max(int(p.shape[-1]), 1)
+    return per_image
+
+
 def co_annotation_indicator(attribute_labels, relatedness):
     """Eq. 4: I(c|x) = sum_i w_ci y_i / sum_i w_ci over the image's labelled attributes only (0 if none relate).
 
@@ -137,21 +170,28 @@ def co_annotation_indicator(attribute_labels, relatedness):
     return indicator, ops.cast(ops.sum(labelled, axis=-1) > 0, "float32")
 
 
-def soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction: str = "printed"):
-    """Eq. 4-6 per image: q(c|x) = softmax_c I(c|x); ``printed`` sum_c -p(c|x) log q(c|x), or ``distillation``
-    sum_c -q(c|x) log p(c|x) (q as a soft label). Mask = image has attribute labels."""
+def soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction: str = "printed",
+                             temperature: float = 1.0):
+    """Eq. 4-6 per image: q(c|x) = softmax_c(I(c|x) / T); ``printed`` sum_c -p(c|x) log q(c|x), or
+    ``distillation`` sum_c -q(c|x) log p(c|x) (q as a soft label). Mask = image has attribute labels.
+
+    T = 1 is Eq. 5 as printed; since I is in [0, 1], q is then nearly flat (for K = 7 its largest value is at
+    most e / (e + 6) = 0.31), and a smaller T sharpens it."""
     if direction not in SCA_DIRECTIONS:
         raise ValueError(f"sca direction {direction!r} not in {SCA_DIRECTIONS}")
+    if not temperature > 0:
+        raise ValueError(f"sca temperature must be > 0, got {temperature}")
     p = ops.cast(class_probs, "float32")
     indicator, mask = co_annotation_indicator(attribute_labels, relatedness)
-    q = ops.softmax(indicator, axis=-1)
+    logits = indicator / float(temperature)
     if direction == "printed":
-        per_image = -ops.sum(p * ops.log_softmax(indicator, axis=-1), axis=-1)
+        per_image = -ops.sum(p * ops.log_softmax(logits, axis=-1), axis=-1)
     else:
-        per_image = -ops.sum(q * _log(p), axis=-1)
+        per_image = -ops.sum(ops.softmax(logits, axis=-1) * _log(p), axis=-1)
     return per_image, mask
 
 
-def soft_co_annotation_loss(class_probs, attribute_labels, relatedness, direction: str = "printed"):
+def soft_co_annotation_loss(class_probs, attribute_labels, relatedness, direction: str = "printed",
+                            temperature: float = 1.0):
     """Eq. 4-6 L_SCA = E_x[sum_c -p(c|x) log q(c|x)] over images with attribute labels (or its distillation form)."""
-    return masked_mean(*soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction))
+    return masked_mean(*soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction, temperature))

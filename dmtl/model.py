@@ -1,11 +1,17 @@
-"""The multi-task model: any backbone, a softmax head for K classes and a sigmoid head for M attributes, and a
-training step with L = w_cls L_cls + w_att L_att + w_dm L_DM + w_sca L_SCA (the paper's Eq. 1, all weights 1).
+"""The multi-task model: a backbone (through an architecture), a softmax head for K classes and a sigmoid head
+for M attributes, trained with L = w_cls L_cls + w_att L_att (combined by a weighting method) + sum_j w_j L_j over
+the coupling losses (the paper's Eq. 1 with L_DM and L_SCA, all weights 1).
 
 Settings: single-task (``tasks=("classes",)`` or ``("attributes",)``), multi-task without coupling
-(``coupling=()``), multi-task with coupling (``("dm",)``, ``("sca",)`` or both). Every loss term is logged.
-Under ``tf.distribute`` strategies each masked mean is normalised by the number of contributing images across
-all replicas, so a distributed step equals the single-device step on the same global batch (up to batch
-normalisation, whose statistics are per replica as everywhere in Keras; use SyncBatchNormalization for exactness).
+(``couplings=()``), multi-task with coupling (``couplings=[DistributionMatching(), SoftCoAnnotation()]``, see
+:mod:`dmtl.coupling`). Every loss term is logged. Under ``tf.distribute`` strategies each masked mean is
+normalised by the number of contributing images across all replicas, so a distributed step equals the
+single-device step on the same global batch (up to batch normalisation, whose statistics are per replica as
+everywhere in Keras; use SyncBatchNormalization for exactness).
+
+This class is the ``shared`` architecture (one representation for every task). Other architectures
+(:mod:`dmtl.architectures`) subclass it and override :meth:`MultiTaskModel.task_features` only; the heads, the
+losses and the steps are applied here once, for every architecture and for databases with one task.
 """
 from __future__ import annotations
 
@@ -14,14 +20,32 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from dmtl import coupling as coupling_lib
 from dmtl import losses, metrics
+from dmtl.models.heads import TaskHead
 from dmtl.weighting import get_weighting
 from dmtl.weighting.distribute import num_replicas, replica_sum
-from models.heads import TaskHead
 
 TASKS = ("classes", "attributes")
-COUPLINGS = ("dm", "sca")
-DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0, "dm": 1.0, "sca": 1.0}
+DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0}
+_LEGACY_COUPLING_KEYS = ("coupling", "dm_target", "dm_form", "dm_normalise", "dm_relatedness", "sca_direction")
+
+
+def legacy_couplings(options: dict) -> list:
+    """Couplings from the keyword arguments of models saved before couplings were objects (``coupling=["dm"]``,
+    ``dm_*``, ``sca_direction``, coupling weights in ``loss_weights``); removes those keys from ``options``."""
+    names = options.pop("coupling", None) or ()
+    dm = {"target": options.pop("dm_target", "printed"), "form": options.pop("dm_form", "positive"),
+          "scale": "mean" if options.pop("dm_normalise", False) else "sum",
+          "relatedness": options.pop("dm_relatedness", "weights")}
+    sca = {"direction": options.pop("sca_direction", "printed")}
+    weights = dict(options.get("loss_weights") or {})
+    for name in ("dm", "sca"):
+        if name in weights:
+            (dm if name == "dm" else sca)["weight"] = float(weights.pop(name))
+    if options.get("loss_weights") is not None:
+        options["loss_weights"] = weights
+    return [coupling_lib.get_coupling(name, **(dm if name == "dm" else sca)) for name in names]
 
 
 @keras.saving.register_keras_serializable(package="dmtl")
@@ -29,33 +53,39 @@ class MultiTaskModel(keras.Model):
     """Backbone + ``classes`` (softmax) and ``attributes`` (sigmoid) heads, trained with the paper's losses.
 
     ``relatedness``: (K, M) p(attribute | class), a :class:`dmtl.relatedness.Relatedness` or nested list, needed
-    for coupling. ``dm_target``, ``dm_form``, ``dm_normalise``, ``sca_direction``: see :mod:`dmtl.losses`.
-    ``dm_relatedness``: ``weights`` uses the matrix as given; ``indicator`` uses 1 where a weight is non-zero
-    (Eq. 2 as printed for domain knowledge: p(au|exp) = 1 for prototypical and observational AUs).
+    for coupling. ``couplings``: :class:`dmtl.coupling.Coupling` objects (or their configs).
+    ``weighting``: how the task losses combine (:mod:`dmtl.weighting`). ``steps_per_epoch`` (set by the run)
+    lets couplings ramp their weight up over epochs.
     """
 
+    shares_features = True  # one representation for every task (MGDA-UB needs it)
+
     def __init__(self, backbone, num_classes: int, num_attributes: int, relatedness=None, class_names=None,
-                 attribute_names=None, tasks=TASKS, coupling=(), loss_weights=None, dm_target="printed",
-                 dm_form="positive", dm_normalise=False, dm_relatedness="weights", sca_direction="printed",
-                 label_smoothing=0.0, head_dropout=0.0, weighting="ew", weighting_options=None, **kwargs):
+                 attribute_names=None, tasks=TASKS, couplings=(), loss_weights=None, label_smoothing=0.0,
+                 head_dropout=0.0, weighting="ew", weighting_options=None, **kwargs):
+        legacy = {k: kwargs.pop(k) for k in _LEGACY_COUPLING_KEYS if k in kwargs}
+        if legacy:
+            legacy["loss_weights"] = loss_weights
+            couplings = [*couplings, *legacy_couplings(legacy)]
+            loss_weights = legacy["loss_weights"]
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
-        tasks, coupling = tuple(tasks), tuple(coupling)
+        tasks = tuple(tasks)
+        couplings = [coupling_lib.from_config(c) for c in couplings]
         if not tasks or set(tasks) - set(TASKS):
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tasks}")
-        if set(coupling) - set(COUPLINGS):
-            raise ValueError(f"coupling must be a subset of {COUPLINGS}, got {coupling}")
-        if coupling and set(tasks) != set(TASKS):
+        names = [c.name for c in couplings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each coupling at most once, got {names}")
+        if couplings and set(tasks) != set(TASKS):
             raise ValueError("coupling needs both tasks")
-        if coupling and relatedness is None:
+        if couplings and relatedness is None:
             raise ValueError("coupling needs a relatedness matrix p(attribute | class)")
-        if dm_relatedness not in ("weights", "indicator"):
-            raise ValueError("dm_relatedness must be 'weights' or 'indicator'")
-        if dm_target not in losses.DM_TARGETS or dm_form not in losses.DM_FORMS:
-            raise ValueError(f"dm_target in {losses.DM_TARGETS}, dm_form in {losses.DM_FORMS}")
-        if sca_direction not in losses.SCA_DIRECTIONS:
-            raise ValueError(f"sca_direction must be one of {losses.SCA_DIRECTIONS}")
+        unknown = set(loss_weights or {}) - set(TASKS)
+        if unknown:
+            raise ValueError(f"loss_weights are per task {TASKS}; coupling weights are options of the coupling "
+                             f"(got {sorted(unknown)})")
         self.backbone = backbone
         self.num_classes, self.num_attributes = int(num_classes), int(num_attributes)
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
@@ -66,13 +96,12 @@ class MultiTaskModel(keras.Model):
         if matrix is not None and matrix.shape != (self.num_classes, self.num_attributes):
             raise ValueError(f"relatedness has shape {matrix.shape}, expected ({num_classes}, {num_attributes})")
         self.relatedness = matrix
-        self.tasks, self.coupling = tasks, coupling
+        self.tasks, self.couplings = tasks, couplings
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
-        self.dm_target, self.dm_form, self.dm_normalise = dm_target, dm_form, bool(dm_normalise)
-        self.dm_relatedness, self.sca_direction = dm_relatedness, sca_direction
         self.label_smoothing, self.head_dropout = float(label_smoothing), float(head_dropout)
         self.weighting_name, self.weighting_options = weighting, dict(weighting_options or {})
         self.weighting = get_weighting(weighting, **self.weighting_options)
+        self.steps_per_epoch = None
         missing = [t for t, n in (("classes", self.num_classes), ("attributes", self.num_attributes))
                    if t in tasks and n == 0]
         if missing:
@@ -103,10 +132,14 @@ class MultiTaskModel(keras.Model):
 
     # ------------------------------------------------------------------ forward
     def build(self, input_shape):
-        features = self.backbone.compute_output_shape(input_shape)
+        features = self.feature_shape(input_shape)
         for head in self.heads.values():
             head.build(features)
         self.built = True
+
+    def feature_shape(self, input_shape):
+        """The shape of one task's features for images of ``input_shape``."""
+        return self.backbone.compute_output_shape(input_shape)
 
     @property
     def heads(self) -> dict:
@@ -114,25 +147,27 @@ class MultiTaskModel(keras.Model):
         return {name: head for name, head in (("classes", self.class_head), ("attributes", self.attribute_head))
                 if head is not None}
 
+    def task_features(self, images, training=None):
+        """The features each head reads: one tensor shared by every task (this class), or ``{task: features}``
+        (architectures whose tasks see different features)."""
+        return self.backbone(images, training=training)
+
     def forward(self, images, training=None):
-        """Returns ``(shared features, {"classes": p(c|x), "attributes": p(att|x)})``."""
-        features = self.backbone(images, training=training)
-        return features, {name: head(features, training=training) for name, head in self.heads.items()}
+        """Returns ``(features, {"classes": p(c|x), "attributes": p(att|x)})`` for the heads the model has."""
+        features = self.task_features(images, training=training)
+        per_task = features if isinstance(features, dict) else {task: features for task in self.heads}
+        return features, {name: head(per_task[name], training=training) for name, head in self.heads.items()}
 
     def call(self, images, training=None):
         return self.forward(images, training=training)[1]
 
     # ------------------------------------------------------------------ losses
     def _loss_names(self):
-        return ["loss", *(f"{t}_loss" for t in self.tasks), *(f"{c}_loss" for c in self.coupling)]
+        return ["loss", *(f"{t}_loss" for t in self.tasks), *(f"{c.name}_loss" for c in self.couplings)]
 
     def extra_log_names(self) -> list[str]:
         """Names of further scalars a subclass's training step logs (tracked as epoch means)."""
         return []
-
-    def _dm_matrix(self):
-        matrix = self.relatedness
-        return (matrix > 0).astype(np.float32) if self.dm_relatedness == "indicator" else matrix
 
     @staticmethod
     def _global_mean(terms):
@@ -148,46 +183,72 @@ class MultiTaskModel(keras.Model):
         if "attributes" in self.tasks and "attributes" in y:
             terms["attributes"] = self._global_mean(losses.masked_binary_crossentropy_terms(
                 y["attributes"], predictions["attributes"]))
-        if "dm" in self.coupling:
-            terms["dm"] = self._global_mean(losses.distribution_matching_terms(
-                predictions["classes"], predictions["attributes"], self._dm_matrix(), self.dm_target,
-                self.dm_form, self.dm_normalise))
-        if "sca" in self.coupling and "attributes" in y:
-            terms["sca"] = self._global_mean(losses.soft_co_annotation_terms(
-                predictions["classes"], y["attributes"], self.relatedness, self.sca_direction))
+        if self.couplings and "classes" in y and "attributes" in y:
+            for coupling in self.couplings:
+                parts = coupling.terms(y, predictions, self.relatedness)
+                terms[coupling.name] = sum(self._global_mean(part) for part in parts)
         return terms
+
+    def training_progress(self):
+        """Epochs of training done so far (float), from the optimizer's step count; 0 before training."""
+        if self.steps_per_epoch is None or getattr(self, "optimizer", None) is None:
+            return 0.0
+        return ops.cast(self.optimizer.iterations, "float32") / float(self.steps_per_epoch)
+
+    def coupling_total(self, terms, progress=None):
+        """sum_j w_j(progress) L_j over the couplings present in ``terms`` (weights ramped up if configured)."""
+        progress = self.training_progress() if progress is None else progress
+        return sum(coupling.scale(progress) * terms[coupling.name] for coupling in self.couplings
+                   if coupling.name in terms)
 
     def _total_loss(self, terms, tape, features):
         task_losses = {t: self.loss_weights[t] * terms[t] for t in self.tasks if t in terms}
         total, logs = self.weighting.combine(task_losses, tape=tape, features=features, model=self)
-        for c in self.coupling:
-            if c in terms:
-                total = total + self.loss_weights[c] * terms[c]
+        total = total + self.coupling_total(terms)
         if self.losses:
             total = total + ops.sum(self.losses)
         return total, logs
 
+    def plain_total(self, terms):
+        """The loss with equal weighting: sum of the weighted task losses and the couplings (evaluation)."""
+        return (sum(self.loss_weights[t] * terms[t] for t in self.tasks if t in terms)
+                + self.coupling_total(terms))
+
     # ------------------------------------------------------------------ steps
+    @property
+    def network_variables(self):
+        """The variables the main optimizer trains (an architecture may keep some for its own optimizer)."""
+        return self.trainable_variables
+
+    def split_batch(self, data):
+        """``(batch the network trains on, extra data for after_train_step or None)``."""
+        return data, None
+
+    def after_train_step(self, batch, extra) -> dict:
+        """Runs after the network update (e.g. an architecture's own update); returns scalars to log."""
+        return {}
+
     def train_step(self, data):
-        images, y = data[0], data[1]
+        batch, extra = self.split_batch(data)
+        images, y = batch[0], batch[1]
+        variables = self.network_variables
         with tf.GradientTape(persistent=self.weighting.persistent_tape) as tape:
             features, predictions = self.forward(images, training=True)
             terms = self.loss_terms(y, predictions)
             total, logs = self._total_loss(terms, tape, features)
-        gradients = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        gradients = tape.gradient(total, variables)
+        self.optimizer.apply(gradients, variables)
         logs.update(self.weighting.after_step(terms, tape=tape, features=features, model=self))
         del tape
+        logs.update(self.after_train_step(batch, extra))
         return self._update_metrics(total, terms, y, predictions, logs)
 
     def test_step(self, data):
-        images, y = data[0], data[1]
-        features, predictions = self.forward(images, training=False)
+        batch, _ = self.split_batch(data)
+        images, y = batch[0], batch[1]
+        _, predictions = self.forward(images, training=False)
         terms = self.loss_terms(y, predictions)
-        task_losses = {t: self.loss_weights[t] * terms[t] for t in self.tasks if t in terms}
-        total = sum(task_losses.values()) + sum(self.loss_weights[c] * terms[c] for c in self.coupling
-                                                if c in terms)
-        return self._update_metrics(total, terms, y, predictions, {})
+        return self._update_metrics(self.plain_total(terms), terms, y, predictions, {})
 
     def _update_metrics(self, total, terms, y, predictions, logs):
         replicas = num_replicas()  # each replica holds its share of a global mean; Mean averages replicas
@@ -215,11 +276,10 @@ class MultiTaskModel(keras.Model):
             "num_classes": self.num_classes, "num_attributes": self.num_attributes,
             "relatedness": None if self.relatedness is None else self.relatedness.tolist(),
             "class_names": self.class_names, "attribute_names": self.attribute_names,
-            "tasks": list(self.tasks), "coupling": list(self.coupling), "loss_weights": self.loss_weights,
-            "dm_target": self.dm_target, "dm_form": self.dm_form, "dm_normalise": self.dm_normalise,
-            "dm_relatedness": self.dm_relatedness, "sca_direction": self.sca_direction,
-            "label_smoothing": self.label_smoothing, "head_dropout": self.head_dropout,
-            "weighting": self.weighting_name, "weighting_options": self.weighting_options,
+            "tasks": list(self.tasks), "couplings": [c.get_config() for c in self.couplings],
+            "loss_weights": self.loss_weights, "label_smoothing": self.label_smoothing,
+            "head_dropout": self.head_dropout, "weighting": self.weighting_name,
+            "weighting_options": self.weighting_options,
         }
 
     @classmethod

@@ -1,7 +1,7 @@
 """Backbones (image in [-1, 1] -> feature vector) and task heads."""
-from models.applications import application_backbone
-from models.heads import TaskHead
-from models.small_cnn import small_cnn
+from dmtl.models.applications import application_backbone
+from dmtl.models.heads import TaskHead
+from dmtl.models.small_cnn import small_cnn
 
 BACKBONES = ("small", "vgg16", "resnet50", "densenet121", "efficientnetb2")
 

@@ -1,10 +1,7 @@
-"""``python -m preprocessing build ...`` (see :mod:`preprocessing.cli`)."""
-import os
+"""``python -m dmtl.preprocessing build ...`` = ``dmtl build ...`` (see :mod:`dmtl.cli.build`)."""
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from preprocessing.cli import main  # noqa: E402
+from dmtl.cli.build import main
 
 if __name__ == "__main__":
     sys.exit(main())

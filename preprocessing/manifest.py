@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from preprocessing.process import LANDMARK_COLUMNS
+from dmtl.preprocessing.process import LANDMARK_COLUMNS
 
 MANIFEST_CSV = "manifest.csv"
 PARTS_DIR = "manifest-parts"

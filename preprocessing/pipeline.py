@@ -25,10 +25,10 @@ import numpy as np
 
 from dmtl.data import records
 from dmtl.databases.base import SPLITS, AnnotationTable
-from preprocessing import manifest
-from preprocessing.detectors import resolve
-from preprocessing.images import MAX_PIXELS
-from preprocessing.process import Outcome, Settings, init_worker, process_chunk
+from dmtl.preprocessing import manifest
+from dmtl.preprocessing.detectors import resolve
+from dmtl.preprocessing.images import MAX_PIXELS
+from dmtl.preprocessing.process import Outcome, Settings, init_worker, process_chunk
 
 BUILD_JSON = "build.json"
 BUILD_FORMAT = "dmtl-preprocessing/1"
@@ -82,7 +82,7 @@ def build_arguments(table, settings: Settings, shard_size: int, retinaface_weigh
     """What decides the output (not ``workers``): stored in ``build.json`` and compared on every re-run."""
     weights = None
     if settings.detector == "retinaface":
-        from preprocessing.detectors.retinaface import require_weights
+        from dmtl.preprocessing.detectors.retinaface import require_weights
 
         path = require_weights(retinaface_weights)
         weights = {"path": str(path.resolve()), "bytes": path.stat().st_size}

@@ -14,9 +14,9 @@ import math
 import cv2
 import numpy as np
 
-from preprocessing import alignment
-from preprocessing.detectors import LANDMARK_NAMES, choose_face
-from preprocessing.images import MAX_PIXELS, ImageLoadError, load_rgb
+from dmtl.preprocessing import alignment
+from dmtl.preprocessing.detectors import LANDMARK_NAMES, choose_face
+from dmtl.preprocessing.images import MAX_PIXELS, ImageLoadError, load_rgb
 
 IMAGE_FORMATS = ("jpeg", "png")
 LANDMARK_COLUMNS = tuple(f"{name}_{axis}" for name in LANDMARK_NAMES for axis in "xy")
@@ -146,7 +146,7 @@ _SETTINGS: Settings | None = None
 def init_worker(settings: Settings, detector_options: dict) -> None:
     """Builds this process's detector once (pool initializer, also used in-process)."""
     global _DETECTOR, _SETTINGS
-    from preprocessing.detectors import make_detector
+    from dmtl.preprocessing.detectors import make_detector
 
     _SETTINGS = settings
     _DETECTOR = make_detector(settings.detector, **detector_options)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from dmtl.relatedness import du_et_al_2014
-from models.adashare import AdaShareSchedule, adashare_model, fit_adashare, sharing_weights
+from dmtl.architectures.adashare import AdaShareSchedule, adashare_model, fit_adashare, sharing_weights
 from tests.test_model import AUS, partial_data
 
 

@@ -1,6 +1,7 @@
 import pytest
 
 from dmtl import config
+from dmtl.config import ConfigError
 
 
 def test_database_file_then_flags_override_base(tmp_path):
@@ -8,30 +9,92 @@ def test_database_file_then_flags_override_base(tmp_path):
     assert c["batch_size"] == 200 and c["epochs"] == 3 and c["lr"] == 0.001
     assert c["relatedness"] == "empirical"
     extra = tmp_path / "x.yaml"
-    extra.write_text("batch_size: 7\nloss_weights: {dm: 0.5}\n")
+    extra.write_text("batch_size: 7\nloss_weights: {classes: 0.5}\ncoupling: {dm: {weight: 0.5}}\n")
     c = config.resolve("celeba", extra, {"batch_size": 9})
     assert c["batch_size"] == 9
-    assert c["loss_weights"] == {"classes": 1.0, "attributes": 1.0, "dm": 0.5, "sca": 1.0}
+    assert c["loss_weights"] == {"classes": 0.5, "attributes": 1.0}
+    assert {"name": "dm", "weight": 0.5} in [{k: v for k, v in x.items() if k in ("name", "weight")}
+                                             for x in config.couplings_of(c)]
 
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("batchsize: 7\n")
-    with pytest.raises(KeyError, match="batchsize"):
+    with pytest.raises(ConfigError, match="batchsize"):
         config.resolve("demo", bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         config.resolve("demo", overrides={"setting": "mt"})
-    with pytest.raises(ValueError, match="no database"):
+    with pytest.raises(ConfigError, match="no database"):
         config.resolve(None)
+    with pytest.raises(ConfigError, match="unknown database 'jafe'"):
+        config.resolve("jafe")
+    with pytest.raises(ConfigError, match="epochs"):
+        config.resolve("demo", overrides={"epochs": "ten"})
+    with pytest.raises(ConfigError, match="loss_weights"):
+        config.resolve("demo", overrides={"loss_weights": {"clases": 5}})
+    with pytest.raises(ConfigError, match="temperature"):
+        config.resolve("demo", overrides={"coupling": {"sca": {"temperature": -1}}})
+    with pytest.raises(ConfigError, match="unknown coupling"):
+        config.resolve("demo", overrides={"coupling": {"dmm": {}}})
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        bad.write_text("epochs: !!python/object:os.system ls\n")
+        config.resolve("demo", bad)
 
 
 def test_every_shipped_config_resolves():
-    for path in sorted(config.CONFIG_DIR.glob("*.yaml")):
-        if path.stem != "base":
-            assert config.resolve(path.stem)["database"] == path.stem
+    for name in config.databases_with_configs():
+        assert config.resolve(name)["database"] == name
 
 
 def test_save_load_round_trip(tmp_path):
-    c = config.resolve("demo", overrides={"seed": 4})
+    c = config.resolve("demo", overrides={"seed": 4, "coupling": {"sca": False, "dm": {"form": "distillation",
+                                                                                           "target": "both"}}})
     config.save(c, tmp_path / "config.yaml")
     assert config.load(tmp_path / "config.yaml") == c
+
+
+def test_method_shorthand_sets_the_three_axes_and_explicit_axes_win():
+    c = config.resolve("demo", overrides={"method": "tr", "method_options": {"sharing_ratio": 0.3}})
+    assert (c["weighting"], c["architecture"], c["label_completion"]) == ("ew", "task_routing", "none")
+    assert c["architecture_options"] == {"sharing_ratio": 0.3}
+    c = config.resolve("demo", overrides={"method": "tr", "weighting": "gradnorm"})  # TR + GradNorm
+    assert (c["weighting"], c["architecture"]) == ("gradnorm", "task_routing")
+    c = config.resolve("demo", overrides={"method": "st-t", "setting": "nc"})
+    assert c["label_completion"] == "student_teacher"
+    with pytest.raises(ConfigError, match="one representation shared"):
+        config.resolve("demo", overrides={"method": "tr", "weighting": "mgda"})
+    with pytest.raises(ConfigError, match="supports settings"):
+        config.resolve("demo", overrides={"method": "st-t", "setting": "c"})
+    with pytest.raises(ConfigError, match="unknown method"):
+        config.resolve("demo", overrides={"method": "tr2"})
+
+
+def test_coupling_recipes_and_adjustments():
+    printed = config.resolve("demo", overrides={"coupling_recipe": "printed"})
+    assert config.couplings_of(printed) == [{"name": "dm", "relatedness": "indicator"}, {"name": "sca"}]
+    assert config.couplings_of(config.resolve("demo", overrides={"setting": "nc"})) == []
+    only_dm = config.resolve("demo", overrides={"coupling_recipe": "printed", "coupling": ["dm"]})
+    assert [c["name"] for c in config.couplings_of(only_dm)] == ["dm"]
+    removed = config.resolve("demo", overrides={"coupling_recipe": "printed", "coupling": {"dm": False}})
+    assert [c["name"] for c in config.couplings_of(removed)] == ["sca"]
+    none = config.resolve("demo", overrides={"coupling": "none"})
+    assert config.couplings_of(none) == []
+    empirical = config.resolve("celeba", overrides={"coupling_recipe": "printed"})
+    assert config.couplings_of(empirical)[0]["relatedness"] == "weights"
+
+
+def test_legacy_configs_translate(tmp_path):
+    old = tmp_path / "config.yaml"
+    old.write_text("database: demo\ncoupling: [dm]\ndm_target: mixture-as-target\ndm_normalise: true\n"
+                   "loss_weights: {classes: 1.0, attributes: 1.0, dm: 0.5}\nmethod: tr\nmethod_options: {}\n")
+    c = config.load(old)
+    assert config.couplings_of(c) == [{"name": "dm", "target": "mixture-as-target", "scale": "mean",
+                                       "weight": 0.5, "relatedness": "indicator"}]
+    assert c["coupling_recipe"] == "printed" and c["architecture"] == "task_routing"
+
+
+def test_set_grammar():
+    assert config.parse_set(["a=1", "b.c=[x, y]", "d=true", "e=0.5", "f=text"]) == {
+        "a": 1, "b": {"c": ["x", "y"]}, "d": True, "e": 0.5, "f": "text"}
+    with pytest.raises(ConfigError):
+        config.parse_set(["novalue"])

@@ -21,7 +21,7 @@ TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
     from dmtl.databases import demo, load_database
-    from preprocessing import build
+    from dmtl.preprocessing import build
 
     root = tmp_path_factory.mktemp("demo")
     demo.generate(root / "raw", n_train_classes=24, n_train_attributes=48, n_val=16, n_test=24, seed=0)
@@ -123,7 +123,7 @@ def test_rerun_of_a_finished_run_does_not_retrain(demo_data, tmp_path):
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert train.main(["--database", "celeba", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
-    assert "preprocessing build" in capsys.readouterr().err
+    assert "dmtl build" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method", ["mgda", "gradnorm", "tr", "adashare", "st-t"])
@@ -200,5 +200,11 @@ def test_coupling_ablation_plans_each_effective_configuration_once():
     assert sum(label.startswith("SCA ") for label in labels) == 2
     assert sum(label.startswith("DM (") for label in labels) == 4
     assert sum(label.startswith("DM+SCA") for label in labels) == 4
-    sca = [r.runs[0][1] for r in rows if r.label.startswith("SCA ")]
-    assert all("dm_target" not in o for o in sca) and {o["sca_direction"] for o in sca} == {"printed", "distillation"}
+    sca = [r.runs[0][1]["coupling"] for r in rows if r.label.startswith("SCA ")]
+    assert all(o["dm"] is False for o in sca)
+    assert {o["sca"].get("direction", "printed") for o in sca} == {"printed", "distillation"}
+    # the calibrated recipes are forms of the ablation too; rows become configs that resolve
+    from dmtl import config
+    for row in plan(["nc", "c-printed", "c-recommended"], [], "coupling", ["symmetric"]):
+        for _, overrides in row.runs:
+            config.couplings_of(config.resolve("demo", overrides=overrides))

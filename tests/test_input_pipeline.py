@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from dmtl.data import mixing, reader, records
-from preprocessing import augment as augment_lib
-from preprocessing import mixaugment as mix_lib
+from dmtl.data import augment as augment_lib
+from dmtl.data import mixaugment as mix_lib
 
 SIZE = 8
 A_CLASSES = ["neutral", "happiness", "sadness"]

@@ -1,4 +1,5 @@
 import numpy as np
+from keras import ops
 import pytest
 import tensorflow as tf
 
@@ -108,8 +109,8 @@ def test_soft_co_annotation_loss_both_directions_by_hand():
                                                                                                      rel=1e-5)
 
 
-@pytest.mark.parametrize("target", losses.DM_TARGETS)
-@pytest.mark.parametrize("form", losses.DM_FORMS)
+@pytest.mark.parametrize("target", ["printed", "attributes-as-target", "mixture-as-target"])
+@pytest.mark.parametrize("form", ["positive", "bernoulli"])
 def test_every_loss_finite_at_probabilities_0_and_1(target, form):
     r = du_et_al_2014(attribute_names=EMO_AUS)
     p_cls = np.eye(7, dtype=np.float32)[[0, 4]]  # neutral: q = 0 everywhere
@@ -122,6 +123,9 @@ def test_every_loss_finite_at_probabilities_0_and_1(target, form):
         lambda c, a: losses.distribution_matching_loss(c, a, r, target=target, form=form),
         lambda c, a: losses.soft_co_annotation_loss(c, y_att, r),
         lambda c, a: losses.soft_co_annotation_loss(c, y_att, r, direction="distillation"),
+        lambda c, a: losses.soft_co_annotation_loss(c, y_att, r, temperature=0.1),
+        lambda c, a: ops.mean(losses.dm_distillation_terms(c, a, r, "attributes")),
+        lambda c, a: ops.mean(losses.dm_distillation_terms(c, a, r, "classes")),
     ]
     for fn in fns:
         loss, (g_cls, g_att) = grads(fn, p_cls, p_att)
@@ -183,5 +187,9 @@ def test_invalid_options_rejected():
     r = du_et_al_2014(attribute_names=EMO_AUS)
     with pytest.raises(ValueError):
         losses.distribution_matching_loss(np.ones((1, 7)) / 7, np.ones((1, 11)) / 2, r, target="both")
+    with pytest.raises(ValueError):
+        losses.distribution_matching_loss(np.ones((1, 7)) / 7, np.ones((1, 11)) / 2, r, form="distillation")
+    with pytest.raises(ValueError):
+        losses.soft_co_annotation_loss(np.ones((1, 7)) / 7, np.ones((1, 11)), r, temperature=0.0)
     with pytest.raises(ValueError):
         losses.soft_co_annotation_loss(np.ones((1, 7)) / 7, np.ones((1, 11)), r, direction="up")

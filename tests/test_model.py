@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dmtl.coupling.dm import DistributionMatching
+from dmtl.coupling.sca import SoftCoAnnotation
 from dmtl.model import MultiTaskModel
 from dmtl.relatedness import du_et_al_2014
-from models import build_backbone, small_cnn
+from dmtl.models import build_backbone, small_cnn
 
 AUS = ["AU1", "AU2", "AU4", "AU6", "AU12", "AU25"]
 
@@ -45,9 +47,14 @@ def make_model(backbone=None, **kwargs):
 
 
 @pytest.mark.parametrize("setting", [
-    dict(tasks=("classes",)), dict(tasks=("attributes",)), dict(), dict(coupling=("dm",)),
-    dict(coupling=("sca",)), dict(coupling=("dm", "sca"), dm_target="attributes-as-target",
-                                  sca_direction="distillation", dm_form="bernoulli")])
+    dict(tasks=("classes",)), dict(tasks=("attributes",)), dict(), dict(couplings=[DistributionMatching()]),
+    dict(couplings=[SoftCoAnnotation()]),
+    dict(couplings=[DistributionMatching(target="attributes-as-target", form="bernoulli"),
+                    SoftCoAnnotation(direction="distillation")]),
+    dict(couplings=[DistributionMatching(form="distillation", target="both", where="unlabelled", scale="mean"),
+                    SoftCoAnnotation(direction="distillation", temperature=0.25, where="unlabelled",
+                                     rampup_epochs=2)]),
+    dict(coupling=("dm", "sca"), dm_target="attributes-as-target", sca_direction="distillation")])  # legacy
 def test_every_setting_trains_with_fit_and_logs_each_term(setting):
     keras.utils.set_random_seed(0)
     model = make_model(**setting)
@@ -60,7 +67,7 @@ def test_every_setting_trains_with_fit_and_logs_each_term(setting):
                  for v in getattr(model, "class_head" if t == "classes" else "attribute_head").weights]
     for before, after in zip(frozen, untrained):
         np.testing.assert_array_equal(before, after)  # single-task: the other head is not trained
-    for term in [*model.tasks, *model.coupling]:
+    for term in [*model.tasks, *(c.name for c in model.couplings)]:
         assert np.isfinite(history[f"{term}_loss"][0])
     if "classes" in model.tasks:
         assert "classes_accuracy" in history
@@ -70,7 +77,8 @@ def test_every_setting_trains_with_fit_and_logs_each_term(setting):
 
 def test_loss_is_weighted_sum_of_terms():
     keras.utils.set_random_seed(0)
-    model = make_model(coupling=("dm", "sca"), loss_weights={"classes": 2.0, "dm": 0.5})
+    model = make_model(couplings=[DistributionMatching(weight=0.5), SoftCoAnnotation()],
+                       loss_weights={"classes": 2.0})
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     x, y = partial_data()
     logs = model.evaluate(x, y, batch_size=24, verbose=0, return_dict=True)
@@ -80,16 +88,22 @@ def test_loss_is_weighted_sum_of_terms():
 
 def test_invalid_settings_are_rejected():
     with pytest.raises(ValueError):
-        make_model(tasks=("classes",), coupling=("dm",))
+        make_model(tasks=("classes",), couplings=[DistributionMatching()])
     with pytest.raises(ValueError):
-        make_model(coupling=("dm",), relatedness=None)
+        make_model(couplings=[DistributionMatching()], relatedness=None)
+    with pytest.raises(ValueError, match="once"):
+        make_model(couplings=[DistributionMatching(), DistributionMatching()])
+    with pytest.raises(ValueError, match="coupling weights"):
+        make_model(loss_weights={"dm": 2.0})
     with pytest.raises(ValueError):
         make_model(relatedness=np.zeros((3, 3)))
 
 
 def test_keras_round_trip_safe_mode_and_export(tmp_path):
     keras.utils.set_random_seed(1)
-    model = make_model(coupling=("dm", "sca"), head_dropout=0.1)
+    couplings = [DistributionMatching(form="distillation", target="both", where="unlabelled"),
+                 SoftCoAnnotation(temperature=0.5, weight=2.0)]
+    model = make_model(couplings=couplings, head_dropout=0.1)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x, y = partial_data()
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -99,7 +113,7 @@ def test_keras_round_trip_safe_mode_and_export(tmp_path):
     got = loaded.predict(x, verbose=0)
     for key in ("classes", "attributes"):
         np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
-    assert loaded.coupling == ("dm", "sca") and loaded.attribute_names == AUS
+    assert loaded.couplings == couplings and loaded.attribute_names == AUS
     model.export(str(tmp_path / "export"), verbose=False)
     reloaded = tf.saved_model.load(str(tmp_path / "export"))
     served = reloaded.serve(tf.constant(x))
@@ -123,12 +137,12 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     sys.path.insert(0, sys.argv[1])
-    from tests.test_model import backbone_without_batchnorm, make_model, partial_data
+    from tests.test_model import DistributionMatching, SoftCoAnnotation, backbone_without_batchnorm, make_model, partial_data
 
     def one_step(strategy):
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = make_model(backbone_without_batchnorm(), coupling=("dm", "sca"))
+            model = make_model(backbone_without_batchnorm(), couplings=[DistributionMatching(), SoftCoAnnotation()])
             model.compile(optimizer=keras.optimizers.SGD(0.5))
         x, y = partial_data(n=16)
         # unequal labels per replica: 5 of the first 8 images have a class label, 3 of the last 8
@@ -166,7 +180,7 @@ def test_mirrored_strategy_step_equals_single_device_step(tmp_path):
 def test_dm_target_decides_which_head_receives_gradient(target, attribute_head_learns, class_head_learns):
     """Through the real model: L_DM alone, gradient norms at each head's kernel."""
     keras.utils.set_random_seed(0)
-    model = make_model(coupling=("dm",), dm_target=target)
+    model = make_model(couplings=[DistributionMatching(target=target)])
     x, y = partial_data(n=8)
     with tf.GradientTape() as tape:
         dm = model.loss_terms(y, model(x, training=True))["dm"]

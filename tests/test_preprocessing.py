@@ -11,9 +11,9 @@ from PIL import Image
 
 from dmtl.databases.base import AnnotationTable, LabelSchema
 from dmtl.labels import EXPRESSIONS_7
-from preprocessing import alignment
-from preprocessing.detectors import base as detector_base
-from preprocessing.images import ImageLoadError, load_rgb
+from dmtl.preprocessing import alignment
+from dmtl.preprocessing.detectors import base as detector_base
+from dmtl.preprocessing.images import ImageLoadError, load_rgb
 
 JAFFE_CODES = {"NE": "neutral", "AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "SA": "sadness",
                "SU": "surprise"}
@@ -150,8 +150,8 @@ def test_unreadable_and_too_large_files(tmp_path, monkeypatch):
 
 
 def test_retinaface_missing_weights_is_a_clear_error(tmp_path, monkeypatch):
-    from preprocessing.detectors import make_detector, resolve
-    from preprocessing.detectors.retinaface import MissingWeightsError
+    from dmtl.preprocessing.detectors import make_detector, resolve
+    from dmtl.preprocessing.detectors.retinaface import MissingWeightsError
 
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
     expected = tmp_path / ".deepface" / "weights" / "retinaface.onnx"
@@ -199,7 +199,7 @@ def _random_retinaface_onnx(path: Path) -> Path:
 
 
 def test_retinaface_runs_one_forward_pass_on_random_weights(tmp_path, shared_data):
-    from preprocessing.detectors import make_detector
+    from dmtl.preprocessing.detectors import make_detector
 
     weights = _random_retinaface_onnx(tmp_path / "retinaface.onnx")
     before = os.environ.get("TF_USE_LEGACY_KERAS")
@@ -221,7 +221,7 @@ def test_retinaface_runs_one_forward_pass_on_random_weights(tmp_path, shared_dat
 @pytest.fixture(scope="module")
 def jaffe_mtcnn_build(shared_data, tmp_path_factory):
     """All 213 JAFFE faces (train) and no-face.jpg (test) built with MTCNN in this process (~20 s)."""
-    from preprocessing import build
+    from dmtl.preprocessing import build
 
     frame = jaffe_frame(shared_data)
     frame = pd.concat([frame, pd.DataFrame({"image": [str(shared_data / "wild-faces" / "no-face.jpg")],
@@ -251,7 +251,7 @@ def test_no_face_image_is_recorded_as_no_face(jaffe_mtcnn_build):
 
 def test_detected_landmarks_land_on_the_template(jaffe_mtcnn_build):
     _, _, manifest = jaffe_mtcnn_build
-    from preprocessing.process import LANDMARK_COLUMNS
+    from dmtl.preprocessing.process import LANDMARK_COLUMNS
 
     ok = manifest[manifest["status"] == "ok"]
     target = alignment.template(112)
@@ -267,7 +267,7 @@ def test_redetected_aligned_faces_sit_on_the_template(jaffe_mtcnn_build):
     import tensorflow as tf
 
     from dmtl.data import records
-    from preprocessing.detectors import make_detector
+    from dmtl.preprocessing.detectors import make_detector
 
     out, _, _ = jaffe_mtcnn_build
     info = records.read_dataset_json(out)
@@ -307,7 +307,7 @@ def mixed_table(shared_data, tmp_path):
 
 
 def _build(table, out, **kwargs):
-    from preprocessing import build
+    from dmtl.preprocessing import build
 
     options = dict(detector="none", shard_size=5, workers=0, progress=False, log=lambda *_: None)
     options.update(kwargs)
@@ -361,7 +361,7 @@ def test_resume_rebuilds_only_a_deleted_shard_identically(mixed_table, tmp_path)
 
 
 def test_resume_with_other_arguments_is_refused(mixed_table, tmp_path):
-    from preprocessing import BuildMismatchError
+    from dmtl.preprocessing import BuildMismatchError
 
     out = tmp_path / "data"
     _build(mixed_table, out)
@@ -373,7 +373,7 @@ def test_resume_with_other_arguments_is_refused(mixed_table, tmp_path):
 
 
 def test_interruption_leaves_no_partial_shard_and_resumes(mixed_table, tmp_path, monkeypatch):
-    from preprocessing import pipeline
+    from dmtl.preprocessing import pipeline
 
     reference = tmp_path / "reference"
     _build(mixed_table, reference)
@@ -429,7 +429,7 @@ def test_worker_processes_give_the_same_output(mixed_table, tmp_path):
 
 def test_cli_builds_from_a_database_adapter(mixed_table, tmp_path, monkeypatch, capsys):
     import dmtl.databases
-    from preprocessing import cli
+    from dmtl.cli import build as cli
 
     seen = {}
 

@@ -3,8 +3,8 @@ import keras
 import numpy as np
 import pytest
 
-from dmtl.baselines import METHODS, method_kind
-from dmtl.baselines.student_teacher import (sharpen, soft_attribute_targets, soft_class_targets, soft_targets,
+from dmtl import config
+from dmtl.label_completion.student_teacher import (sharpen, soft_attribute_targets, soft_class_targets, soft_targets,
                                             teacher_predictions, tempered_sigmoid)
 from tests.test_model import make_model, partial_data
 
@@ -48,7 +48,7 @@ def test_soft_attribute_targets_fill_only_missing_entries():
 
 def test_student_trains_on_teacher_soft_labels():
     """st-t pipeline: single-task teachers -> soft labels where missing -> student without coupling."""
-    assert "st-t" in METHODS and method_kind("st-t") == "pipeline" and method_kind("mgda") == "weighting"
+    assert config.METHODS["st-t"][:3] == ("ew", "shared", "student_teacher")
     keras.utils.set_random_seed(0)
     x, y = partial_data(n=16)
     teacher = make_model(tasks=("classes", "attributes"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dmtl.relatedness import du_et_al_2014
-from models.task_routing import TaskRouting, task_routed_cnn, task_routing_masks, task_routing_model
+from dmtl.architectures.task_routing import TaskRouting, task_routed_cnn, task_routing_masks, task_routing_model
 from tests.test_model import AUS, partial_data
 
 

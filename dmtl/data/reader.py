@@ -6,8 +6,8 @@ are mapped into ``class_names`` (an image whose class is not in ``class_names`` 
 images, -1, stay -1). Images are decoded to uint8 and scaled as ``x / 127.5 - 1``.
 
 Training (``training=True``): shard order and examples shuffled per source with ``seed``, sources mixed by
-:mod:`dmtl.data.mixing`, batches augmented (:mod:`preprocessing.augment`) and optionally expanded by MixAugment
-(:mod:`preprocessing.mixaugment`: B real + B virtual images, classes then (2B, K) soft targets).
+:mod:`dmtl.data.mixing`, batches augmented (:mod:`dmtl.data.augment`) and optionally expanded by MixAugment
+(:mod:`dmtl.data.mixaugment`: B real + B virtual images, classes then (2B, K) soft targets).
 Evaluation (``training=False``): sources one after the other in the order given, shards in dataset.json order,
 no shuffling or augmentation, int class labels, the last partial batch kept.
 """
@@ -237,7 +237,7 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     ``targets``: one ``{"classes": (N, K) or (N,), "attributes": (N, M)}`` per folder, replacing its labels
     (rows in evaluation order, e.g. soft labels from teachers); ``require`` is then not applied.
 
-    ``augment``: bool / None / dict (see :func:`preprocessing.augment.options`); ``mixaugment``: None or
+    ``augment``: bool / None / dict (see :func:`dmtl.data.augment.options`); ``mixaugment``: None or
     ``{alpha}`` (training only; each batch becomes B real + B virtual images). ``mixing``: 'proportional'
     (default), 'balanced' or one weight per folder (also given as ``{folder: weight}``). ``repeat`` and
     ``drop_remainder`` default to ``training``. ``require``: 'classes' | 'attributes' | 'any' keeps only
@@ -245,8 +245,8 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     ``cache``: True (memory) or a file prefix, caching decoded images. ``image_size``: target (H, W) (default
     the first folder's); ``threads``: a private tf.data thread pool of that size (and intra-op parallelism 1).
     """
-    from preprocessing.augment import make_augmenter
-    from preprocessing.mixaugment import make_mixaugment
+    from dmtl.data.augment import make_augmenter
+    from dmtl.data.mixaugment import make_mixaugment
 
     dirs, dict_weights = source_dirs(data_dirs_or_sources)
     if dict_weights is not None:

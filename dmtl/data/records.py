@@ -93,7 +93,7 @@ def read_dataset_json(data_dir) -> dict:
     path = Path(data_dir) / DATASET_JSON
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: build the data folder first "
-                                f"(python -m preprocessing build --database NAME --root RAW_DIR --out {data_dir})")
+                                f"(dmtl build --database NAME --root RAW_DIR --out {data_dir})")
     info = json.loads(path.read_text())
     if info.get("format") != FORMAT:
         raise ValueError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r}")

@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from dmtl import config as config_lib
+from dmtl.coupling import RECIPES, RECOMMENDED
 
 SETTING_ROWS = {"st": "ST", "nc": "NC MT", "c": "C MT"}
 METHOD_LABELS = {"ew": "EW", "st-t": "S-T NC MT", "mgda": "MGDA-UB", "gradnorm": "GradNorm", "adashare": "AdaShare",
                  "tr": "TR"}
-# Coupling loss forms of the ablation: (label, dm_target, dm_form, sca_direction)
+# Coupling loss forms of the ablation: {form: {coupling: options}} (the paper's Table 3 layout: DM, SCA, both)
 FORMS = {
-    "printed": ("printed", "positive", "printed"),
-    "distillation": ("attributes-as-target", "positive", "distillation"),
-    "mixture-target": ("mixture-as-target", "positive", "distillation"),
-    "bernoulli": ("printed", "bernoulli", "printed"),
+    "distillation": {"dm": {"target": "attributes-as-target"}, "sca": {"direction": "distillation"}},
+    "mixture-target": {"dm": {"target": "mixture-as-target"}, "sca": {"direction": "distillation"}},
+    "bernoulli": {"dm": {"form": "bernoulli"}, "sca": {}},
+    **{name: recipe for name, recipe in RECIPES.items() if name != "recommended"},
 }
 METRIC_KEYS = {"classes": ("accuracy", "average_accuracy", "macro_f1"),
                "attributes": ("mean_f1", "mean_accuracy", "afa")}
@@ -46,8 +47,13 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
                                    ("st-attributes", {"setting": "st-attributes"})], is_baseline=True))
         elif setting in ("nc", "c"):
             rows.append(Row(SETTING_ROWS[setting], [(setting, {"setting": setting, "method": "ew"})]))
+        elif setting.startswith("c-") and setting[2:] in RECIPES:
+            recipe = setting[2:]
+            label = (f"C MT ({recipe}: {RECOMMENDED})" if recipe == "recommended" else
+                     "C MT (as printed)" if recipe == "printed" else f"C MT ({recipe})")
+            rows.append(Row(label, [(setting, {"setting": "c", "method": "ew", "coupling_recipe": recipe})]))
         else:
-            raise ValueError(f"unknown setting {setting!r} (st, nc, c)")
+            raise ValueError(f"unknown setting {setting!r} (st, nc, c, or c-RECIPE with RECIPE in {sorted(RECIPES)})")
     for method in methods:
         if method == "ew":
             continue
@@ -55,16 +61,18 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
     if ablation == "coupling":
         planned = set()
         for form in forms:
-            dm_target, dm_form, sca = FORMS[form]
-            options = {"dm": {"dm_target": dm_target, "dm_form": dm_form}, "sca": {"sca_direction": sca}}
-            for label, coupling in (("DM", ["dm"]), ("SCA", ["sca"]), ("DM+SCA", ["dm", "sca"])):
+            if form not in FORMS:
+                raise ValueError(f"unknown coupling form {form!r}; choose from {sorted(FORMS)}")
+            options = FORMS[form]
+            for label, chosen in (("DM", ["dm"]), ("SCA", ["sca"]), ("DM+SCA", ["dm", "sca"])):
                 # only the options of the losses switched on matter: skip a row another form already runs
-                effective = tuple(sorted((k, v) for c in coupling for k, v in options[c].items()))
+                effective = tuple((c, tuple(sorted(options.get(c, {}).items()))) for c in chosen)
                 if effective in planned:
                     continue
                 planned.add(effective)
-                overrides = {"setting": "c", "coupling": coupling, **{k: v for c in coupling for k, v in options[c].items()}}
-                rows.append(Row(f"{label} ({form})", [(f"c-{'-'.join(coupling)}-{form}", overrides)]))
+                coupling = {c: (dict(options.get(c, {})) if c in chosen else False) for c in ("dm", "sca")}
+                overrides = {"setting": "c", "coupling_recipe": "printed", "coupling": coupling}
+                rows.append(Row(f"{label} ({form})", [(f"c-{'-'.join(chosen)}-{form}", overrides)]))
     return rows
 
 
@@ -200,7 +208,7 @@ def plot(path, table, primary, meta) -> None:
     plt.close(fig)
 
 
-def compare(database, out, settings=("st", "nc", "c"), seeds=3, methods=(), ablation=None, forms=("printed",),
+def compare(database, out, settings=("st", "nc", "c-printed", "c-recommended"), seeds=3, methods=(), ablation=None, forms=("printed",),
             data=None, config_file=None, extra=None, verbose=0, folds=None) -> str:
     """Runs the comparison over ``seeds`` (a count or a list), or over cross-validation ``folds`` (a list), and
     returns the markdown table (also written to ``out/results.md``)."""

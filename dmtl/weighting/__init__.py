@@ -1,4 +1,5 @@
-"""Task weighting methods, one per module, selected by name (``train.py --method``)."""
+"""Task weighting methods (how the task losses combine), one per module behind :class:`Weighting`, selected by
+name (config ``weighting``, or the ``--method`` shorthand). Adding one is a module plus a line in :data:`METHODS`."""
 import importlib
 
 from dmtl.weighting.base import Weighting
@@ -10,12 +11,20 @@ METHODS = {
 }
 
 
+REGISTRY = METHODS
+
+
+def weighting_class(name: str):
+    """The registered weighting class of ``name`` (imports its module only)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown weighting {name!r}; choose from {sorted(METHODS)}")
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def get_weighting(name: str, **options) -> Weighting:
     """Instantiates a registered weighting method by name."""
-    if name not in METHODS:
-        raise ValueError(f"unknown weighting method {name!r}; choose from {sorted(METHODS)}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    return weighting_class(name)(**options)
 
 
-__all__ = ["METHODS", "Weighting", "get_weighting"]
+__all__ = ["METHODS", "REGISTRY", "Weighting", "get_weighting", "weighting_class"]

@@ -14,6 +14,7 @@ class Weighting:
 
     name = "base"
     persistent_tape = False
+    requires_shared_features = False  # needs one representation shared by every task (checked at config time)
 
     def __init__(self, **options):
         self.options = dict(options)

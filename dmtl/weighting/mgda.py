@@ -62,6 +62,7 @@ class MGDAUB(Weighting):
     """
 
     name = "mgda"
+    requires_shared_features = True
     persistent_tape = True
 
     def __init__(self, normalisation: str = "loss+", **options):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib
 
-from preprocessing.detectors.base import FACE_CHOICES, LANDMARK_NAMES, Detector, Face, choose_face, normalise_landmarks
+from dmtl.preprocessing.detectors.base import FACE_CHOICES, LANDMARK_NAMES, Detector, Face, choose_face, normalise_landmarks
 
 REGISTRY = {
-    "mtcnn": "preprocessing.detectors.mtcnn:MTCNNDetector",
-    "retinaface": "preprocessing.detectors.retinaface:RetinaFaceDetector",
+    "mtcnn": "dmtl.preprocessing.detectors.mtcnn:MTCNNDetector",
+    "retinaface": "dmtl.preprocessing.detectors.retinaface:RetinaFaceDetector",
 }
 CHOICES = ("auto", *REGISTRY, "none")
 
@@ -22,11 +22,11 @@ def resolve(name: str, retinaface_weights=None) -> str:
     if name not in CHOICES:
         raise ValueError(f"unknown detector {name!r}: expected one of {CHOICES}")
     if name == "auto":
-        from preprocessing.detectors.retinaface import find_weights
+        from dmtl.preprocessing.detectors.retinaface import find_weights
 
         return "retinaface" if find_weights(retinaface_weights) is not None else "mtcnn"
     if name == "retinaface":
-        from preprocessing.detectors.retinaface import require_weights
+        from dmtl.preprocessing.detectors.retinaface import require_weights
 
         require_weights(retinaface_weights)
     return name

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocessing.detectors.base import Detector, Face, normalise_landmarks
+from dmtl.preprocessing.detectors.base import Detector, Face, normalise_landmarks
 
 
 class MTCNNDetector(Detector):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocessing.detectors.base import Detector, Face, normalise_landmarks
+from dmtl.preprocessing.detectors.base import Detector, Face, normalise_landmarks
 
 WEIGHTS_FILE = "retinaface.onnx"
 ENGINE_VARIABLE = "DEEPFACE_BACKEND_ENGINE"

@@ -19,11 +19,15 @@ functional graph (block surgery); that is not implemented, so the ``adashare`` m
 """
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from dmtl.architectures.base import Architecture, ModelSpec
+from dmtl.io import write_json
 from dmtl.model import TASKS, MultiTaskModel
 
 
@@ -143,7 +147,7 @@ class AdaShareModel(MultiTaskModel):
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
         if not isinstance(backbone, ResidualBackbone):
-            raise ValueError("AdaShare needs block access: use models.adashare.ResidualBackbone")
+            raise ValueError("AdaShare needs block access: use dmtl.architectures.adashare.ResidualBackbone")
         super().__init__(backbone, num_classes, num_attributes, **kwargs)
         self.sparsity_weight, self.sharing_weight = float(sparsity_weight), float(sharing_weight)
         self.policy_lr, self.initial_tau, self.seed = float(policy_lr), float(tau), int(seed)
@@ -227,48 +231,34 @@ class AdaShareModel(MultiTaskModel):
         raise ValueError("mode must be 'argmax' or 'sample'")
 
     # ------------------------------------------------------------------ forward and steps
-    def forward(self, images, training=None):
-        """Returns ``({task: features of its block path}, {"classes": p(c|x), "attributes": p(att|x)})``."""
-        features = {task: self.backbone(images, self.select(task, training), training=training) for task in TASKS}
-        return features, {"classes": self.class_head(features["classes"], training=training),
-                          "attributes": self.attribute_head(features["attributes"], training=training)}
+    def task_features(self, images, training=None):
+        """``{task: features of its block path}`` for each head the model has."""
+        return {task: self.backbone(images, self.select(task, training), training=training) for task in self.heads}
 
-    def train_step(self, data):
-        """Phase 2: the ordinary step. Phase 1: a network step on ``data`` (or ``data[0]`` when ``data`` is a
-        (train batch, validation batch) pair), then a policy step on the same batch (or ``data[1]``)."""
+    def split_batch(self, data):
+        """Phase 1 takes (train batch, validation batch) pairs: the network trains on the first, the policy on
+        the second (or both on the same batch when ``data`` is a plain batch)."""
+        if isinstance(data[0], (tuple, list)):
+            return data[0], data[1]
+        return data, None
+
+    def after_train_step(self, batch, extra) -> dict:
+        """Phase 1: a policy step on the validation batch (or the same batch); phase 2: nothing."""
         if self.fixed_policy is not None:
-            return super().train_step(data)
-        paired = isinstance(data[0], (tuple, list))
-        network_batch, policy_batch = (data[0], data[1]) if paired else (data, data)
-        images, y = network_batch[0], network_batch[1]
-        network_variables = self.network_variables
-        with tf.GradientTape(persistent=self.weighting.persistent_tape) as tape:
-            features, predictions = self.forward(images, training=True)
-            terms = self.loss_terms(y, predictions)
-            total, logs = self._total_loss(terms, tape, features)
-        self.optimizer.apply(tape.gradient(total, network_variables), network_variables)
-        logs.update(self.weighting.after_step(terms, tape=tape, features=features, model=self))
-        del tape
-        policy_images, policy_y = policy_batch[0], policy_batch[1]
+            return {}
+        policy_images, policy_y = (extra if extra is not None else batch)[:2]
         with tf.GradientTape() as tape:
             _, policy_predictions = self.forward(policy_images, training=True)
-            policy_terms = self.loss_terms(policy_y, policy_predictions)
-            task_loss = (sum(self.loss_weights[t] * policy_terms[t] for t in self.tasks if t in policy_terms)
-                         + sum(self.loss_weights[c] * policy_terms[c] for c in self.coupling if c in policy_terms))
+            task_loss = self.plain_total(self.loss_terms(policy_y, policy_predictions))
             sparsity, sharing = self.policy_regularisers()
             policy_loss = task_loss + self.sparsity_weight * sparsity + self.sharing_weight * sharing
         self.policy_optimizer.apply([tape.gradient(policy_loss, self.policy_logits)], [self.policy_logits])
         probabilities = self.select_probabilities()
-        logs.update({"sparsity_loss": sparsity, "sharing_loss": sharing, "policy_loss": policy_loss,
-                     "tau": ops.convert_to_tensor(self.tau), "controlled_blocks": ops.convert_to_tensor(
-                         self.controlled_blocks)})
+        logs = {"sparsity_loss": sparsity, "sharing_loss": sharing, "policy_loss": policy_loss,
+                "tau": ops.convert_to_tensor(self.tau),
+                "controlled_blocks": ops.convert_to_tensor(self.controlled_blocks)}
         logs.update({f"select_{task}": ops.mean(probabilities[i]) for i, task in enumerate(TASKS)})
-        return self._update_metrics(total, terms, y, predictions, logs)
-
-    def test_step(self, data):
-        if isinstance(data[0], (tuple, list)):
-            data = data[0]
-        return super().test_step(data)
+        return logs
 
     def get_config(self):
         return {**super().get_config(),
@@ -336,5 +326,33 @@ def adashare_model(input_shape, num_classes: int, num_attributes: int, policy=No
     return AdaShareModel(backbone, num_classes, num_attributes, policy=policy, **model_options)
 
 
-__all__ = ["AdaShareModel", "AdaShareSchedule", "ResidualBackbone", "ResidualBlock", "adashare_model",
+__all__ = ["AdaShareArchitecture", "AdaShareModel", "AdaShareSchedule", "ResidualBackbone", "ResidualBlock", "adashare_model",
            "fit_adashare", "sharing_weights"]
+
+
+class AdaShareArchitecture(Architecture):
+    """``adashare``: options ``epochs_search`` (half the epochs), ``widths``, ``blocks_per_stage``,
+    ``feature_dim``, ``sparsity_weight``, ``sharing_weight``, ``policy_lr``, ``tau``; its own residual backbone.
+    :meth:`prepare` runs the policy search once and saves the policy, so a resumed run re-trains with it."""
+
+    name = "adashare"
+    shares_features = False
+    own_backbone = True
+
+    def build_model(self, spec: ModelSpec, policy=None, **stage):
+        options = {k: v for k, v in self.options.items() if k != "epochs_search"}
+        return adashare_model(spec.input_shape, spec.num_classes, spec.num_attributes, policy=policy,
+                              **options, **spec.model_options)
+
+    def prepare(self, spec: ModelSpec, context):
+        epochs_search = int(self.options.get("epochs_search", max(1, context.epochs // 2)))
+        policy_file = context.run_dir / "adashare_policy.json"
+        if not policy_file.is_file():
+            _, policy, history = fit_adashare(
+                lambda policy=None: self.build_model(spec, policy=policy), context.train, context.val,
+                epochs_search=epochs_search, epochs_retrain=0, optimizer_factory=context.make_optimizer,
+                steps_per_epoch=context.steps, seed=int(spec.seed))
+            write_json(policy_file, {"policy": np.asarray(policy).tolist(), "search_history": {
+                k: [float(v) for v in vs] for k, vs in history["search"].items()}})
+        policy = json.loads(policy_file.read_text())["policy"]
+        return {"policy": policy}, max(1, context.epochs - epochs_search)

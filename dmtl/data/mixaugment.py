@@ -20,7 +20,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmtl.labels import MISSING
-from preprocessing.augment import parameters
+from dmtl.data.augment import parameters
 
 DEFAULT_ALPHA = 0.2
 JIT_COMPILE = True  # compile the mixing arithmetic with XLA (set False where XLA is unavailable)

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from dmtl.architectures.base import Architecture, ModelSpec
 from dmtl.model import TASKS, MultiTaskModel
 
 
@@ -86,23 +87,18 @@ class TaskRoutingModel(MultiTaskModel):
 
     shares_features = False
 
-    def build(self, input_shape):
+    def feature_shape(self, input_shape):
         image_shape = tuple(input_shape)
-        features = self.backbone.compute_output_shape([image_shape, (image_shape[0],)])
-        for head in self.heads.values():
-            head.build(features)
-        self.built = True
+        return self.backbone.compute_output_shape([image_shape, (image_shape[0],)])
 
     def routed_features(self, images, task: str, training=None):
         images = ops.convert_to_tensor(images)
         index = ops.zeros_like(ops.cast(images[:, 0, 0, 0], "int32")) + TASKS.index(task)
         return self.backbone([images, index], training=training)
 
-    def forward(self, images, training=None):
-        """Returns ``({task: routed features}, {"classes": p(c|x), "attributes": p(att|x)})``."""
-        features = {task: self.routed_features(images, task, training) for task in TASKS}
-        return features, {"classes": self.class_head(features["classes"], training=training),
-                          "attributes": self.attribute_head(features["attributes"], training=training)}
+    def task_features(self, images, training=None):
+        """``{task: backbone([image, task index])}`` for each head the model has."""
+        return {task: self.routed_features(images, task, training) for task in self.heads}
 
 
 def task_routing_model(input_shape, num_classes: int, num_attributes: int, sharing_ratio: float = 0.5,
@@ -113,4 +109,17 @@ def task_routing_model(input_shape, num_classes: int, num_attributes: int, shari
     return TaskRoutingModel(backbone, num_classes, num_attributes, **model_options)
 
 
-__all__ = ["TaskRouting", "TaskRoutingModel", "task_routed_cnn", "task_routing_masks", "task_routing_model"]
+__all__ = ["TaskRouting", "TaskRoutingArchitecture", "TaskRoutingModel", "task_routed_cnn", "task_routing_masks", "task_routing_model"]
+
+
+class TaskRoutingArchitecture(Architecture):
+    """``task_routing``: options ``sharing_ratio`` (0.5), ``widths``, ``feature_dim``; its own routed CNN."""
+
+    name = "task_routing"
+    shares_features = False
+    own_backbone = True
+
+    def build_model(self, spec: ModelSpec, **stage):
+        options = {"seed": spec.seed, **self.options}
+        return task_routing_model(spec.input_shape, spec.num_classes, spec.num_attributes, **options,
+                                  **spec.model_options)

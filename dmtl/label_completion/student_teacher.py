@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dmtl.io import atomic_path
+from dmtl.label_completion.base import LabelCompletion
+
 _EPSILON = 1e-7
 
 
@@ -85,3 +88,34 @@ def soft_targets(labels: dict, class_teacher=None, attribute_teacher=None, tempe
 
 __all__ = ["sharpen", "soft_attribute_targets", "soft_class_targets", "soft_targets", "teacher_predictions",
            "tempered_sigmoid"]
+
+
+class StudentTeacher(LabelCompletion):
+    """``student_teacher`` (S-T NC MT), option ``temperature`` (1.0): trains the two single-task teachers
+    (``teachers/st-*`` sub-runs, resumable), then labels every training image that lacks a task's label with that
+    teacher's soft prediction, ground truth kept wherever it exists; saved as ``soft_labels.npz`` (one label set
+    per data folder, evaluation order). The paper's baseline trains the student without coupling (setting nc)."""
+
+    name = "student_teacher"
+    settings = ("nc",)
+
+    def targets(self, context):
+        path = context.run_dir / "soft_labels.npz"
+        if not path.is_file():
+            predictions = {}
+            for setting in ("st-classes", "st-attributes"):
+                teacher_dir = context.run_dir / "teachers" / setting
+                context.train_run({"setting": setting, "label_completion": "none"}, teacher_dir)
+                predictions[setting] = context.predict_train(teacher_dir)
+            temperature = float(self.options.get("temperature", 1.0))
+            arrays = {}
+            for i, ((class_out, labels), (attribute_out, _)) in enumerate(zip(predictions["st-classes"],
+                                                                                predictions["st-attributes"])):
+                targets = soft_targets(labels, class_out["classes"], attribute_out["attributes"], temperature)
+                arrays[f"classes_{i}"], arrays[f"attributes_{i}"] = targets["classes"], targets["attributes"]
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **arrays)
+        stored = np.load(path)
+        count = len({k.split("_", 1)[1] for k in stored.files})
+        return [{"classes": stored[f"classes_{i}"], "attributes": stored[f"attributes_{i}"]} for i in range(count)]

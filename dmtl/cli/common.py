@@ -1,0 +1,38 @@
+"""What every subcommand shares: ``--config FILE`` and ``--set key=value`` (one parser, YAML-typed values, dotted
+keys nest), quiet TensorFlow start-up, and one-line errors with exit code 2 (``--debug`` shows the traceback)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Silences TensorFlow's C++ start-up messages unless ``verbose`` (must run before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="a YAML file of settings (keys as for --set)")
+    parser.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting, value read as YAML; dots nest (e.g. --set coupling.dm.weight=0.5); "
+                             "repeatable, wins over --config")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
+def layers(args) -> tuple[dict, dict]:
+    """``(settings from --config, settings from --set)``."""
+    from dmtl.config import _read, parse_set
+    file_layer = _read(args.config) if getattr(args, "config", None) else {}
+    return file_layer, parse_set(getattr(args, "set_items", []))
+
+
+def fail(prog: str, error: BaseException, debug: bool = False) -> int:
+    """Prints ``prog: message`` (one line) and returns 2; with ``debug`` re-raises."""
+    if debug:
+        raise error
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, KeyError):
+        message = message.strip("\"'")
+    print(f"{prog}: {message}", file=sys.stderr)
+    return 2

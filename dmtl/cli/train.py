@@ -1,0 +1,112 @@
+"""Train one setting of the multi-task model on one database.
+
+    dmtl train --database demo --out runs/demo-c
+    dmtl train --database rafdb-emotionet --data data/rafdb data/emotionet --out runs/raf-c --setting c
+    dmtl train --database demo --out runs/tr --method tr --set weighting=gradnorm
+    dmtl train --database demo --out runs/printed --set coupling_recipe=printed
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dmtl.cli.common import add_config_arguments, fail, layers, quiet_tensorflow
+
+# flags whose value is the config key of the same name (dashes -> underscores)
+CONFIG_FLAGS = {
+    "database": "database or pair name (dmtl/configs/<name>.yaml), e.g. demo, celeba",
+    "setting": "st-classes | st-attributes | nc | c",
+    "method": "shorthand: ew | mgda | gradnorm | tr | adashare | st-t",
+    "weighting": "ew | mgda | gradnorm",
+    "architecture": "shared | task_routing | adashare",
+    "label_completion": "none | student_teacher",
+    "coupling_recipe": "printed | recommended (setting c)",
+    "relatedness": "du2014 | affwild2 | empirical | FILE.csv",
+    "backbone": "small | vgg16 | resnet50 | densenet121 | efficientnetb2",
+    "weights": "pretrained backbone weights: a local weights file",
+}
+TYPED_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "input_size": int, "steps_per_epoch": int,
+               "fold": int, "seed": int}
+# coupling shorthands: flag -> (coupling, option)
+COUPLING_FLAGS = {"dm_target": ("dm", "target"), "dm_form": ("dm", "form"), "sca_direction": ("sca", "direction"),
+                  "dm_weight": ("dm", "weight"), "sca_weight": ("sca", "weight")}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
+    p.add_argument("--data", nargs="+", help="built data folder(s) (dmtl build ...)")
+    for key, help_text in CONFIG_FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, help=help_text)
+    for key, kind in TYPED_FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, help=f"config key {key}")
+    p.add_argument("--coupling", help="couplings on in setting c: a comma list (dm,sca) or 'none'")
+    p.add_argument("--dm-target", choices=("printed", "attributes-as-target", "mixture-as-target", "both"),
+                   help="= --set coupling.dm.target=...")
+    p.add_argument("--dm-form", choices=("positive", "bernoulli", "distillation"), help="= --set coupling.dm.form=...")
+    p.add_argument("--sca-direction", choices=("printed", "distillation"), help="= --set coupling.sca.direction=...")
+    p.add_argument("--dm-weight", type=float, help="= --set coupling.dm.weight=...")
+    p.add_argument("--sca-weight", type=float, help="= --set coupling.sca.weight=...")
+    p.add_argument("--dm-normalise", action="store_true", default=None, help="= --set coupling.dm.scale=mean")
+    p.add_argument("--jit-compile", action="store_true", default=None, help="XLA (often faster on GPUs, slower on CPUs)")
+    add_config_arguments(p)
+    p.add_argument("--force", action="store_true", help="train again even if the run folder has finished")
+    p.add_argument("--verbose", default="auto", help="Keras verbosity: auto | 0 | 1 | 2")
+
+
+def overrides_from_args(args) -> dict:
+    """Command-line flags as config overrides (None = not given)."""
+    out = {key: getattr(args, key) for key in [*CONFIG_FLAGS, *TYPED_FLAGS]}
+    if args.data is not None:
+        out["data"] = args.data[0] if len(args.data) == 1 else args.data
+    out["jit_compile"] = args.jit_compile
+    coupling = {}
+    if args.coupling is not None:
+        names = [c.strip() for c in args.coupling.split(",") if c.strip() and c.strip() != "none"]
+        coupling = {name: {} for name in names}
+        if args.coupling.strip() in ("", "none"):
+            out["coupling"] = []
+    for flag, (name, option) in COUPLING_FLAGS.items():
+        if getattr(args, flag) is not None:
+            coupling.setdefault(name, {})[option] = getattr(args, flag)
+    if args.dm_normalise:
+        coupling.setdefault("dm", {})["scale"] = "mean"
+    if coupling:
+        if args.coupling is not None:  # exactly the named couplings
+            out["coupling"] = [*coupling] if not any(coupling.values()) else coupling
+            if any(coupling.values()):
+                out["coupling"] = {**{n: False for n in ("dm", "sca") if n not in coupling}, **coupling}
+        else:
+            out["coupling"] = coupling
+    return out
+
+
+def resolve_config(args) -> dict:
+    from dmtl import config as config_lib
+    file_layer, set_layer = layers(args)
+    flags = {k: v for k, v in overrides_from_args(args).items() if v is not None}
+    merged = config_lib._deep_merge(file_layer, set_layer)
+    merged = config_lib._deep_merge(merged, flags)
+    return config_lib.resolve(merged.get("database"), None, merged)
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from dmtl.config import ConfigError
+    from dmtl.training import RunError, run as train_run
+    verbose = int(args.verbose) if str(args.verbose).isdigit() else args.verbose
+    try:
+        config = resolve_config(args)
+        summary = train_run(config, args.out, verbose=verbose, force=args.force)
+    except (ConfigError, RunError, KeyError, FileNotFoundError) as error:
+        return fail("train", error, args.debug)
+    print(f"finished: {summary['run_dir']} ({summary['train_seconds']} s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    quiet_tensorflow()
+    p = argparse.ArgumentParser(prog="dmtl-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))

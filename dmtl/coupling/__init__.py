@@ -1,0 +1,77 @@
+"""Coupling losses, one per module, registered by name: ``dm`` (distribution matching, Eq. 2-3) and ``sca``
+(soft co-annotation, Eq. 4-6). Adding one is a module with a :class:`Coupling` subclass plus a line in
+:data:`REGISTRY`.
+
+Recipes (:data:`RECIPES`) are named sets of couplings with their options: ``printed`` is the paper's equations
+exactly; ``recommended`` is the reading chosen by the calibration rule in the README's reproduction notes.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+
+from dmtl.coupling.base import Coupling
+
+REGISTRY = {
+    "dm": "dmtl.coupling.dm:DistributionMatching",
+    "sca": "dmtl.coupling.sca:SoftCoAnnotation",
+}
+
+# The paper as printed: L_DM (Eq. 3, relatedness as Eq. 2 prints it for the database) + L_SCA (Eq. 6), weight 1.
+PRINTED = {"dm": {}, "sca": {}}
+
+# Readings of the paper's text calibrated against the printed form (fixed before measuring; README, "Coupling
+# recipes"). "distil" = Hinton-style distillation (target outside the log) of one head into the other through
+# the relatedness, applied only to images that lack the student task's labels.
+_DISTIL_ATTRIBUTES = {"form": "distillation", "target": "mixture-as-target", "where": "unlabelled", "scale": "mean"}
+CANDIDATES = {
+    "printed": PRINTED,
+    # L_DM: the class head teaches the attribute head on images without attribute labels; L_SCA as printed
+    "distil-attributes": {"dm": _DISTIL_ATTRIBUTES, "sca": {}},
+    # L_DM both ways, each direction on images lacking its student's labels; L_SCA as printed
+    "distil-both": {"dm": {**_DISTIL_ATTRIBUTES, "target": "both"}, "sca": {}},
+    # each task's unlabelled images get soft targets from the other task: L_DM into attributes, L_SCA as a
+    # sharpened (T = 0.25) soft class label on images without class labels
+    "symmetric": {"dm": _DISTIL_ATTRIBUTES,
+                  "sca": {"direction": "distillation", "temperature": 0.25, "where": "unlabelled"}},
+    # the same with both weights ramped up over the first 2 epochs
+    "symmetric-rampup": {"dm": {**_DISTIL_ATTRIBUTES, "rampup_epochs": 2},
+                         "sca": {"direction": "distillation", "temperature": 0.25, "where": "unlabelled",
+                                 "rampup_epochs": 2}},
+}
+# The calibration's outcome (bench/results/coupling_calibration.md): the candidate the fixed rule chose.
+RECOMMENDED = "printed"
+RECIPES = {**CANDIDATES, "recommended": CANDIDATES[RECOMMENDED]}
+
+
+def coupling_class(name: str):
+    if name not in REGISTRY:
+        raise ValueError(f"unknown coupling {name!r}; choose from {sorted(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_coupling(name: str, **options) -> Coupling:
+    """Instantiates a registered coupling by name with its options."""
+    try:
+        return coupling_class(name)(**options)
+    except TypeError as error:
+        raise ValueError(f"coupling {name!r}: {error}") from None
+
+
+def from_config(config) -> Coupling:
+    """A coupling from its ``get_config()`` dictionary (or an existing coupling, returned as is)."""
+    if isinstance(config, Coupling):
+        return config
+    config = dict(config)
+    return get_coupling(config.pop("name"), **config)
+
+
+def recipe(name: str) -> dict:
+    """The ``{coupling name: options}`` of a named recipe."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown coupling recipe {name!r}; choose from {sorted(RECIPES)}")
+    return copy.deepcopy(RECIPES[name])
+
+
+__all__ = ["CANDIDATES", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "recipe"]

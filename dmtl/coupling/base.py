@@ -1,0 +1,74 @@
+"""A coupling loss: a term that ties the two tasks' predictions through their relatedness p(attribute | class).
+
+Couplings are serialisable objects held by the model (``MultiTaskModel(couplings=[...])``): each keeps its options
+(weight, reading, where it applies, ramp-up) and returns its per-image terms; the model normalises them over every
+replica's contributing images and adds them, weighted, to the task losses. The equations live in
+:mod:`dmtl.losses`; a coupling only selects, masks and weights them.
+"""
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+WHERE = ("all", "unlabelled")
+
+
+def ramp_factor(progress, rampup_epochs: float):
+    """exp(-5 (1 - t)^2), t = min(progress / rampup_epochs, 1): the sigmoid-shaped ramp-up of Laine & Aila (2017)
+    for consistency weights; 1 when ``rampup_epochs`` is 0. ``progress`` is in epochs (a tensor or float)."""
+    if not rampup_epochs:
+        return 1.0
+    t = ops.minimum(ops.cast(progress, "float32") / float(rampup_epochs), 1.0)
+    return ops.exp(-5.0 * ops.square(1.0 - t))
+
+
+def has_labels(y, task: str):
+    """(B,) 1 where the image carries a label of ``task`` (any attribute for attributes), from the -1 encoding."""
+    value = ops.cast(y[task], "float32")
+    if len(value.shape) == 1:
+        return ops.cast(value >= 0, "float32")
+    return ops.cast(ops.max(value, axis=-1) >= 0, "float32")
+
+
+class Coupling:
+    """Base class: subclasses set ``name`` and implement :meth:`terms`.
+
+    ``weight``: its weight in the total loss (the paper: 1); ``rampup_epochs``: the weight ramps up over the first
+    epochs (0 = constant, as printed); ``where``: ``all`` images, or only those ``unlabelled`` for the task that
+    learns from the term (with ground truth present, the supervised loss is the better teacher).
+    """
+
+    name = "base"
+
+    def __init__(self, weight: float = 1.0, rampup_epochs: float = 0.0, where: str = "all"):
+        if where not in WHERE:
+            raise ValueError(f"{self.name}: where must be one of {WHERE}, not {where!r}")
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{self.name}: weight must be a finite number >= 0, not {weight!r}")
+        if not (isinstance(rampup_epochs, (int, float)) and rampup_epochs >= 0):
+            raise ValueError(f"{self.name}: rampup_epochs must be a number >= 0, not {rampup_epochs!r}")
+        self.weight, self.rampup_epochs, self.where = float(weight), float(rampup_epochs), where
+
+    def terms(self, y: dict, predictions: dict, relatedness) -> list:
+        """``[(per_image_value (B,), per_image_mask (B,)), ...]``; the model adds their global masked means."""
+        raise NotImplementedError
+
+    def scale(self, progress):
+        """The weight at ``progress`` epochs of training (ramp-up applied)."""
+        return self.weight * ramp_factor(progress, self.rampup_epochs)
+
+    def options(self) -> dict:
+        """The subclass's own options (besides weight, rampup_epochs, where)."""
+        return {}
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "weight": self.weight, "rampup_epochs": self.rampup_epochs, "where": self.where,
+                **self.options()}
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({options})"
+
+    def __eq__(self, other):
+        return isinstance(other, Coupling) and self.get_config() == other.get_config()

@@ -1,0 +1,39 @@
+"""L_SCA, soft co-annotation (Eq. 4-6): a soft class label from an image's ground-truth attributes."""
+from __future__ import annotations
+
+from keras import ops
+
+from dmtl import losses
+from dmtl.coupling.base import Coupling, has_labels
+
+
+class SoftCoAnnotation(Coupling):
+    """I(c|x) (Eq. 4) from the image's attribute labels, q(c|x) = softmax(I / T) (Eq. 5), matched with p(c|x).
+
+    ``direction``: ``printed`` sum_c -p log q (Eq. 6) or ``distillation`` sum_c -q log p (q as a soft label).
+    ``temperature`` T: 1 as printed. ``where="unlabelled"``: only images that lack a class label (it always
+    needs attribute labels).
+    """
+
+    name = "sca"
+
+    def __init__(self, direction: str = "printed", temperature: float = 1.0, **common):
+        super().__init__(**common)
+        if direction not in losses.SCA_DIRECTIONS:
+            raise ValueError(f"sca: direction must be one of {losses.SCA_DIRECTIONS}, not {direction!r}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"sca: temperature must be a number > 0, not {temperature!r}")
+        self.direction, self.temperature = direction, float(temperature)
+
+    def students(self) -> tuple:
+        return ("classes",)
+
+    def terms(self, y, predictions, relatedness):
+        values, mask = losses.soft_co_annotation_terms(predictions["classes"], y["attributes"], relatedness,
+                                                       self.direction, self.temperature)
+        if self.where == "unlabelled":
+            mask = mask * (1.0 - has_labels(y, "classes"))
+        return [(values, mask)]
+
+    def options(self):
+        return {"direction": self.direction, "temperature": self.temperature}

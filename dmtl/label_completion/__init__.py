@@ -1,0 +1,27 @@
+"""Label-completion schemes (what the model trains on where a task's labels are missing), one per module behind
+:class:`LabelCompletion`, selected by name (config ``label_completion``, or ``--method st-t``): ``none`` (masked,
+the paper's) and ``student_teacher`` (S-T NC MT). Adding one is a module plus a line in :data:`REGISTRY`."""
+from __future__ import annotations
+
+import importlib
+
+from dmtl.label_completion.base import LabelCompletion
+
+REGISTRY = {
+    "none": "dmtl.label_completion.base:NoCompletion",
+    "student_teacher": "dmtl.label_completion.student_teacher:StudentTeacher",
+}
+
+
+def completion_class(name: str):
+    if name not in REGISTRY:
+        raise ValueError(f"unknown label_completion {name!r}; choose from {sorted(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def get_label_completion(name: str, **options) -> LabelCompletion:
+    return completion_class(name)(**options)
+
+
+__all__ = ["REGISTRY", "LabelCompletion", "completion_class", "get_label_completion"]

@@ -1,0 +1,73 @@
+"""Callbacks of a run: atomic backup and checkpoints, the validation score, one summary line per epoch."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dmtl.io import atomic_path, write_json
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` whose backup files are written to temporaries and renamed into place, so a kill at
+    any moment leaves the previous complete backup (Keras writes them in place: a kill mid-write corrupts them).
+    The weights are replaced before the epoch counter: at worst a resumed run repeats one epoch."""
+
+    def _save_model(self):
+        Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+        with atomic_path(self._weights_path) as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
+        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves weights atomically at each epoch end: always (``monitor=None``), or when ``monitor`` improves
+    (higher is better; a non-finite value never counts as an improvement). The best value is kept in
+    ``<path>.json``, so it survives a resumed run."""
+
+    def __init__(self, path, monitor=None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.record = self.path.with_name(self.path.name + ".json")
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = None if self.monitor is None else (logs or {}).get(self.monitor)
+        if self.monitor is not None:
+            if value is None or not math.isfinite(float(value)):
+                return
+            if self.record.is_file() and value <= json.loads(self.record.read_text())["value"]:
+                return
+        with atomic_path(self.path) as tmp:
+            self.model.save_weights(str(tmp), overwrite=True)
+        if self.monitor is not None:
+            write_json(self.record, {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1})
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """Adds ``val_score``: the mean of the trained tasks' primary validation metrics (checkpoint selection)."""
+
+    def __init__(self, tasks, primary_metrics):
+        super().__init__()
+        self.keys = [f"val_{task}_{primary_metrics[task]}" for task in tasks]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and all(k in logs for k in self.keys):
+            logs["val_score"] = float(np.mean([logs[k] for k in self.keys]))
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """One line per epoch with every loss term and the primary metrics, train and validation."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs, self.start = epochs, time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        keys = sorted(k for k in logs if k.endswith("loss") or k.endswith(("accuracy", "mean_f1")) or k == "val_score")
+        parts = " ".join(f"{k}={logs[k]:.4f}" for k in keys if isinstance(logs[k], (int, float, np.floating)))
+        print(f"[epoch {epoch + 1}/{self.epochs}] {parts} ({time.time() - self.start:.0f}s)", flush=True)

@@ -1,0 +1,88 @@
+"""The run plan: configuration + data sources (schema, counts, sizes, folds) + relatedness, resolved once and
+handed down to the data, model, stage and evaluation code (which never re-read ``dataset.json`` themselves)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from dmtl import config as config_lib
+from dmtl import relatedness as relatedness_lib
+from dmtl.data import labels as data_labels
+
+
+class RunError(ValueError):
+    """A run cannot start as asked (missing data, a run folder holding another configuration, ...)."""
+
+
+def data_dirs(config: dict) -> list[Path]:
+    """The run's shard folders: ``config['data']``, or the demo database built on first use."""
+    data = config["data"]
+    if data is None and config["database"] == "demo":
+        from dmtl.demo_data import ensure_demo_data
+        return [ensure_demo_data(config.get("demo") or {}, config["input_size"])]
+    if data is None:
+        raise RunError(f"no --data for database {config['database']!r}: build it first with "
+                       f"'dmtl build --database {config['database']} --root RAW_DIR --out DATA_DIR', "
+                       f"then pass --data DATA_DIR")
+    dirs = [Path(str(d).format(fold=config["fold"])) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    for d in dirs:
+        data_labels.schema_of(d)  # fails clearly if a folder is not a built data folder
+    return dirs
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything a run needs to know before it builds anything."""
+
+    config: dict
+    dirs: list
+    class_names: list
+    attribute_names: list
+    tasks: tuple
+    counts: dict  # labelled counts of the training split (images, classes, attributes, both, any)
+    couplings: list  # [{"name": ..., **options}] (empty unless setting c)
+    relatedness: object = None  # dmtl.relatedness.Relatedness when coupling
+
+    @property
+    def input_shape(self) -> tuple:
+        size = int(self.config["input_size"])
+        return (size, size, 3)
+
+    @property
+    def require(self):
+        """The task every training image must carry (single-task settings), else None."""
+        return self.tasks[0] if len(self.tasks) == 1 else None
+
+    @classmethod
+    def resolve(cls, config: dict, dirs=None) -> "RunPlan":
+        dirs = [Path(d) for d in dirs] if dirs is not None else data_dirs(config)
+        class_names, attribute_names = [], []
+        for d in dirs:
+            schema = data_labels.schema_of(d)
+            if not class_names:
+                class_names = list(schema["class_names"])
+            attribute_names += [a for a in schema["attribute_names"] if a not in attribute_names]
+        for key, available in (("classes", class_names), ("attributes", attribute_names)):
+            unknown = [n for n in (config[key] or ()) if n not in available]
+            if unknown:
+                raise RunError(f"{key} {unknown} are not in the data ({available})")
+        class_names = list(config["classes"] or class_names)
+        attribute_names = list(config["attributes"] or attribute_names)
+        tasks = config_lib.SETTING_TASKS[config["setting"]]
+        counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names)
+        couplings = config_lib.couplings_of(config)
+        relatedness = None
+        if couplings:
+            relatedness = build_relatedness(config, class_names, attribute_names, dirs)
+        return cls(config, dirs, class_names, attribute_names, tasks, counts, couplings, relatedness)
+
+
+def build_relatedness(config, class_names, attribute_names, dirs):
+    """p(attribute | class) for coupling, by name: du2014 | affwild2 | empirical | CSV file."""
+    name = config["relatedness"]
+    if name == "empirical":
+        classes, attributes = data_labels.load_labels(dirs, config["relatedness_split"], class_names,
+                                                      attribute_names)
+        return relatedness_lib.from_annotations(classes, attributes, class_names, attribute_names,
+                                                missing_classes="zero")
+    return relatedness_lib.from_name(name, class_names, attribute_names)

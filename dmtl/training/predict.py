@@ -1,0 +1,45 @@
+"""Predictions of a trained run over a whole split (evaluation, student-teacher labels)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dmtl.data import reader
+
+
+def load_predictor(run_dir: Path, kind: str):
+    """A function images[-1,1] -> {"classes", "attributes"} probabilities, plus class and attribute names."""
+    run_dir = Path(run_dir)
+    if kind == "export":
+        from dmtl.export import ServingModel
+        served = ServingModel(run_dir / "export")
+
+        def predict(images):
+            return served(np.round((images + 1.0) * 127.5).clip(0, 255).astype(np.uint8))
+
+        return predict, served.labels["class_names"], served.labels["attribute_names"]
+    if kind == "keras":
+        import keras
+        model = keras.saving.load_model(run_dir / "model.keras")
+
+        def predict(images):
+            return {k: np.asarray(v) for k, v in model(images, training=False).items()}
+
+        return predict, model.class_names, model.attribute_names
+    raise ValueError(f"--model must be 'keras' or 'export', not {kind!r}")
+
+
+def predict_split(predict, dirs, split, class_names, attribute_names, batch_size):
+    """Predictions and labels over a whole split, in the reader's deterministic evaluation order."""
+    dataset = reader.make_dataset([str(d) for d in dirs], split, batch_size, training=False,
+                                  class_names=class_names, attribute_names=attribute_names)
+    outputs, labels = {}, {"classes": [], "attributes": []}
+    for images, y in dataset.as_numpy_iterator():
+        for key, value in predict(images).items():
+            outputs.setdefault(key, []).append(value)
+        for key in labels:
+            labels[key].append(y[key])
+    if not labels["classes"]:
+        raise ValueError(f"split {split!r} is empty in {[str(d) for d in dirs]}")
+    return ({k: np.concatenate(v) for k, v in outputs.items()}, {k: np.concatenate(v) for k, v in labels.items()})
