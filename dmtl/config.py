@@ -170,10 +170,12 @@ def _layer(data: dict, source: str) -> dict:
     return expand_method(upgrade_legacy(data), source)
 
 
-def resolve(database: str | None = None, config_file=None, overrides: dict | None = None) -> dict:
-    """The configuration of a run; ``overrides`` (None values ignored; nested mappings merge) win over files."""
+def resolve(database: str | None = None, config_file=None, overrides: dict | None = None,
+            keep_none: bool = False) -> dict:
+    """The configuration of a run; ``overrides`` (nested mappings merge) win over files. None values in
+    ``overrides`` mean "not given" unless ``keep_none`` (then they set the key to null, as ``--set key=null``)."""
     config = base_config()
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    overrides = {k: v for k, v in (overrides or {}).items() if keep_none or v is not None}
     database = overrides.get("database") or database
     file_config = None
     if config_file is not None:
@@ -247,6 +249,8 @@ def validate(config: dict) -> None:
         raise ConfigError("no database: pass --database NAME (e.g. demo) or a --config file that names one")
     for key, kind in _TYPES.items():
         value = config.get(key)
+        if value is None and key == "input_size":
+            continue  # the data's own size
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 kind is int and not float(value).is_integer()):
             raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")

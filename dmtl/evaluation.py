@@ -28,7 +28,8 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
     dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)] if data else data_dirs(config)
     predict, class_names, attribute_names = load_predictor(run_dir, model)
     batch_size = batch_size or config["batch_size"]
-    outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size)
+    size = input_size(run_dir, config)
+    outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size)
     tasks = config_lib.SETTING_TASKS[config["setting"]]
     result = {"run": str(run_dir), "split": split, "model": model, "setting": config["setting"],
               "database": config["database"]}
@@ -42,7 +43,7 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                                    "accuracy": scores["accuracy"],
                                    "mean_probability": outputs["attributes"].mean(0).round(4).tolist()}
         if split != "val":
-            val_out, val_labels = predict_split(predict, dirs, "val", class_names, attribute_names, batch_size)
+            val_out, val_labels = predict_split(predict, dirs, "val", class_names, attribute_names, batch_size, size)
             thresholds = metrics.best_thresholds(val_labels["attributes"], val_out["attributes"])
             tuned = metrics.attribute_metrics(labels["attributes"], outputs["attributes"], thresholds)
             result["attributes_val_thresholds"] = {
@@ -52,6 +53,17 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
     write_json(run_dir / "metrics.json", result)
     write_text(run_dir / "metrics.md", format_table(result))
     return result
+
+
+def input_size(run_dir: Path, config: dict):
+    """(H, W) the run's model takes: from its summary (the data's size when ``input_size`` was null)."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        import json
+        size = json.loads(summary.read_text()).get("input_size")
+        if size:
+            return (int(size), int(size))
+    return None if config["input_size"] is None else (int(config["input_size"]),) * 2
 
 
 def diagnostics(outputs: dict, tasks) -> dict:

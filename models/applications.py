@@ -1,11 +1,14 @@
 """ImageNet architectures from ``keras.applications`` as backbones (VGG16, ResNet50, DenseNet121, EfficientNetB2).
 
 Inputs are images in [-1, 1] (the paper's normalisation); an :class:`ImagenetPreprocess` layer converts them to
-what each architecture's ImageNet weights expect. ``weights=None`` (default) trains from scratch; a local file
-path loads ImageNet weights (no download here).
+what each architecture's ImageNet weights expect. ``weights=None`` (default) trains from scratch; ``"imagenet"``
+loads the ImageNet weights through Keras's own mechanism (downloaded once, checksummed and cached under
+``$KERAS_HOME/models``, default ``~/.keras/models``); a local file path loads that file instead.
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import keras
@@ -46,19 +49,46 @@ class ImagenetPreprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+class WeightsUnavailableError(FileNotFoundError):
+    """Pretrained weights could not be loaded (no file at the given path, or the download failed)."""
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras caches downloaded weights: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
+
+
+def _imagenet(constructor, name, input_shape):
+    try:
+        return constructor(include_top=False, weights="imagenet", input_shape=input_shape, pooling="avg")
+    except Exception as error:  # Keras raises a plain Exception("URL fetch failure on URL: ...") offline
+        found = re.search(r"URL fetch failure on (\S+): ", str(error))
+        if found is None:
+            raise
+        origin = found.group(1)
+        raise WeightsUnavailableError(
+            f"could not download the ImageNet weights of {name} from {origin} (no network?): download that file "
+            f"elsewhere and put it in Keras's cache as {keras_cache_dir() / origin.rsplit('/', 1)[-1]}, or pass "
+            f"its path with --weights PATH") from None
+
+
 def application_backbone(name: str, input_shape=(112, 112, 3), weights=None) -> keras.Model:
-    """A ``keras.applications`` network without its top, average-pooled: image in [-1, 1] -> features."""
+    """A ``keras.applications`` network without its top, average-pooled: image in [-1, 1] -> features.
+
+    ``weights``: None (from scratch), ``"imagenet"`` (Keras's download-and-cache) or a local weights file."""
     if name not in _ARCHITECTURES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_ARCHITECTURES)}")
-    if weights is not None and not Path(weights).is_file():
-        raise FileNotFoundError(
-            f"ImageNet weights for {name} not found at {weights}: there is no download on this machine; put the "
-            f"no-top weights file (e.g. keras.applications' '{name}_weights_tf_dim_ordering_tf_kernels_notop.h5') "
-            f"at that path")
     constructor, mode = _ARCHITECTURES[name]
-    net = constructor(include_top=False, weights=None, input_shape=input_shape, pooling="avg")
-    if weights is not None:
-        net.load_weights(weights)
+    if weights == "imagenet":
+        net = _imagenet(constructor, name, input_shape)
+    else:
+        if weights is not None and not Path(weights).is_file():
+            raise WeightsUnavailableError(
+                f"weights file for {name} not found at {weights}: pass 'imagenet' to download them as Keras does, "
+                f"or the path of a no-top weights file of keras.applications.{constructor.__name__}")
+        net = constructor(include_top=False, weights=None, input_shape=input_shape, pooling="avg")
+        if weights is not None:
+            net.load_weights(weights)
     inputs = keras.Input(input_shape, name="image")
     features = net(ImagenetPreprocess(mode, name="imagenet_preprocess")(inputs))
     return keras.Model(inputs, features, name=name)

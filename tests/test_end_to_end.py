@@ -208,3 +208,51 @@ def test_coupling_ablation_plans_each_effective_configuration_once():
     for row in plan(["nc", "c-printed", "c-recommended"], [], "coupling", ["symmetric"]):
         for _, overrides in row.runs:
             config.couplings_of(config.resolve("demo", overrides=overrides))
+
+
+def test_train_with_local_imagenet_format_weights_and_imagenet_offline(demo_data, tmp_path, monkeypatch, capsys):
+    """A keras.applications backbone initialised from a local weights file trains; 'imagenet' with no network
+    ends as one line naming the file Keras wanted and where to put it, before any run folder is written."""
+    import urllib.error
+
+    import keras
+    from keras.src.utils import file_utils
+
+    weights = tmp_path / "densenet121_notop.weights.h5"
+    keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                   pooling="avg").save_weights(weights)
+    out = tmp_path / "local"
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
+                       "--backbone", "densenet121", "--weights", str(weights), "--epochs", "1", *TINY]) == 0
+    assert (out / "model.keras").is_file()
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    capsys.readouterr()
+    code = train.main(["--database", "demo", "--data", str(demo_data), "--out", str(tmp_path / "offline"),
+                       "--setting", "nc", "--backbone", "densenet121", "--weights", "imagenet", "--epochs", "1", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5" in err[0]
+
+
+def test_size_mismatch_resizes_and_null_size_takes_the_data_size(demo_data, tmp_path, caplog):
+    """Data built at 32 px, model at 24 px: the pipeline resizes (logged once), training and evaluation run;
+    input_size null takes the data's own 32 px."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="dmtl.train")
+    out = tmp_path / "resized"
+    args = ["--database", "demo", "--data", str(demo_data), "--setting", "nc", "--epochs", "1", "--batch-size", "8",
+            "--steps-per-epoch", "2", "--verbose", "0"]
+    assert train.main([*args, "--out", str(out), "--input-size", "24"]) == 0
+    messages = [r.getMessage() for r in caplog.records if "resizes" in r.getMessage()]
+    assert len(messages) == 1 and "32x32" in messages[0] and "24x24" in messages[0]
+    assert json.loads((out / "export" / "labels.json").read_text())["input"]["shape"][1:3] == [24, 24]
+    assert evaluate.main(["--run", str(out)]) == 0
+    native = tmp_path / "native"
+    assert train.main([*args, "--out", str(native), "--set", "input_size=null"]) == 0
+    assert json.loads((native / "summary.json").read_text())["input_size"] == 32
+    assert evaluate.main(["--run", str(native), "--model", "export"]) == 0

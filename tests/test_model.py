@@ -125,8 +125,40 @@ def test_keras_round_trip_safe_mode_and_export(tmp_path):
 def test_application_backbone_builds_and_missing_weights_is_clear(tmp_path):
     backbone = build_backbone("resnet50", (32, 32, 3))
     assert backbone.output_shape == (None, 2048)
-    with pytest.raises(FileNotFoundError, match="no download"):
+    with pytest.raises(FileNotFoundError, match="not found at"):
         build_backbone("vgg16", (32, 32, 3), weights=str(tmp_path / "missing.h5"))
+
+
+def test_imagenet_weights_load_as_keras_does_and_offline_is_a_clear_error(tmp_path, monkeypatch):
+    """``imagenet`` goes through Keras's get_file: a file already in Keras's cache is used without any network
+    (checksum permitting); offline with an empty cache, the error names the file and where to put it."""
+    import urllib.error
+
+    from keras.src.utils import file_utils
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    with pytest.raises(FileNotFoundError) as error:
+        build_backbone("densenet121", (32, 32, 3), weights="imagenet")
+    message = str(error.value)
+    expected = tmp_path / "keras" / "models" / "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert str(expected) in message and "--weights PATH" in message
+
+
+def test_local_weights_file_loads_into_the_backbone(tmp_path):
+    """A local no-top weights file (here: a seeded network's own) gives the same features as the network."""
+    keras.utils.set_random_seed(5)
+    source = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    path = tmp_path / "densenet121_notop.weights.h5"
+    source.save_weights(path)
+    backbone = build_backbone("densenet121", (32, 32, 3), weights=str(path))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    from dmtl.models.applications import ImagenetPreprocess
+    np.testing.assert_allclose(backbone.predict(x, verbose=0),
+                               source.predict(ImagenetPreprocess("torch")(x), verbose=0), atol=1e-4)
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

@@ -24,7 +24,7 @@ CONFIG_FLAGS = {
     "coupling_recipe": "printed | recommended (setting c)",
     "relatedness": "du2014 | affwild2 | empirical | FILE.csv",
     "backbone": "small | vgg16 | resnet50 | densenet121 | efficientnetb2",
-    "weights": "pretrained backbone weights: a local weights file",
+    "weights": "pretrained backbone weights: imagenet (downloaded and cached as Keras does) or a local file",
 }
 TYPED_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "input_size": int, "steps_per_epoch": int,
                "fold": int, "seed": int}
@@ -87,7 +87,7 @@ def resolve_config(args) -> dict:
     flags = {k: v for k, v in overrides_from_args(args).items() if v is not None}
     merged = config_lib._deep_merge(file_layer, set_layer)
     merged = config_lib._deep_merge(merged, flags)
-    return config_lib.resolve(merged.get("database"), None, merged)
+    return config_lib.resolve(merged.get("database"), None, merged, keep_none=True)
 
 
 def run(args) -> int:

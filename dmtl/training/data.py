@@ -16,7 +16,8 @@ def datasets(plan, targets=None):
     n_train = counts["images"] if targets is not None else counts[plan.require] if plan.require else counts["any"]
     if n_train == 0:
         raise RunError(f"no training images carry the labels setting {config['setting']!r} needs")
-    common = dict(attribute_names=plan.attribute_names, class_names=plan.class_names, require=plan.require)
+    common = dict(attribute_names=plan.attribute_names, class_names=plan.class_names, require=plan.require,
+                  image_size=plan.input_shape[:2])
     dirs = [str(d) for d in plan.dirs]
     train = reader.make_dataset(
         dirs, "train", config["batch_size"], training=True, shuffle_buffer=config["shuffle_buffer"],

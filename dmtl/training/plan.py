@@ -3,11 +3,15 @@ handed down to the data, model, stage and evaluation code (which never re-read `
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from dmtl import config as config_lib
 from dmtl import relatedness as relatedness_lib
 from dmtl.data import labels as data_labels
+from dmtl.data import records
+
+log = logging.getLogger("dmtl.train")
 
 
 class RunError(ValueError):
@@ -19,7 +23,7 @@ def data_dirs(config: dict) -> list[Path]:
     data = config["data"]
     if data is None and config["database"] == "demo":
         from dmtl.demo_data import ensure_demo_data
-        return [ensure_demo_data(config.get("demo") or {}, config["input_size"])]
+        return [ensure_demo_data(config.get("demo") or {}, config["input_size"] or 112)]
     if data is None:
         raise RunError(f"no --data for database {config['database']!r}: build it first with "
                        f"'dmtl build --database {config['database']} --root RAW_DIR --out DATA_DIR', "
@@ -43,10 +47,18 @@ class RunPlan:
     couplings: list  # [{"name": ..., **options}] (empty unless setting c)
     relatedness: object = None  # dmtl.relatedness.Relatedness when coupling
 
+    data_size: tuple = None  # (H, W) the data folders were built at (the first folder's)
+
+    @property
+    def input_size(self) -> int:
+        """The model's input side: ``input_size`` from the config, else the data's own size."""
+        if self.config["input_size"] is not None:
+            return int(self.config["input_size"])
+        return int(self.data_size[0]) if self.data_size else 112
+
     @property
     def input_shape(self) -> tuple:
-        size = int(self.config["input_size"])
-        return (size, size, 3)
+        return (self.input_size, self.input_size, 3)
 
     @property
     def require(self):
@@ -74,7 +86,14 @@ class RunPlan:
         relatedness = None
         if couplings:
             relatedness = build_relatedness(config, class_names, attribute_names, dirs)
-        return cls(config, dirs, class_names, attribute_names, tasks, counts, couplings, relatedness)
+        sizes = [tuple(records.read_dataset_json(d).get("image_size") or ()) for d in dirs]
+        plan = cls(config, dirs, class_names, attribute_names, tasks, counts, couplings, relatedness,
+                   sizes[0] or None)
+        differ = sorted({s for s in sizes if s and s != (plan.input_size, plan.input_size)})
+        if differ:
+            log.info("data built at %s; the input pipeline resizes the images to %dx%d (input_size)",
+                     ", ".join(f"{h}x{w}" for h, w in differ), plan.input_size, plan.input_size)
+        return plan
 
 
 def build_relatedness(config, class_names, attribute_names, dirs):

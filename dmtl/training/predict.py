@@ -30,10 +30,11 @@ def load_predictor(run_dir: Path, kind: str):
     raise ValueError(f"--model must be 'keras' or 'export', not {kind!r}")
 
 
-def predict_split(predict, dirs, split, class_names, attribute_names, batch_size):
-    """Predictions and labels over a whole split, in the reader's deterministic evaluation order."""
+def predict_split(predict, dirs, split, class_names, attribute_names, batch_size, image_size=None):
+    """Predictions and labels over a whole split, in the reader's deterministic evaluation order; images are
+    resized to ``image_size`` (H, W) when the data was built at another size."""
     dataset = reader.make_dataset([str(d) for d in dirs], split, batch_size, training=False,
-                                  class_names=class_names, attribute_names=attribute_names)
+                                  class_names=class_names, attribute_names=attribute_names, image_size=image_size)
     outputs, labels = {}, {"classes": [], "attributes": []}
     for images, y in dataset.as_numpy_iterator():
         for key, value in predict(images).items():

@@ -92,6 +92,10 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
         log.info("%s already finished; pass --force to train again", run_dir)
         return json.loads(summary_file.read_text())
     plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
+    architecture = get_architecture(config["architecture"], **config["architecture_options"])
+    if config["weights"] is not None and not architecture.own_backbone:
+        from dmtl.models import build_backbone
+        build_backbone(config["backbone"], plan.input_shape, weights=config["weights"])  # download/check first
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.yaml")
     keras.utils.set_random_seed(int(config["seed"]))
@@ -104,7 +108,7 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     def predict_train(sub_dir):
         predictor = load_predictor(sub_dir, "keras")[0]
         return [predict_split(predictor, [d], "train", plan.class_names, plan.attribute_names,
-                              config["batch_size"]) for d in plan.dirs]
+                              config["batch_size"], plan.input_shape[:2]) for d in plan.dirs]
 
     context = StageContext(run_dir, plan, int(config["epochs"]), make_optimizer=lambda: make_optimizer(config),
                            train_run=train_run, predict_train=predict_train, verbose=verbose)
@@ -112,7 +116,6 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     targets = completion.targets(context)
     train, val, steps = datasets(plan, targets)
     context.train, context.val, context.steps = train, val, steps
-    architecture = get_architecture(config["architecture"], **config["architecture_options"])
     stage, epochs = architecture.prepare(model_spec(plan), context)
     model = build_model(plan, **stage)
     model.steps_per_epoch = steps
@@ -133,13 +136,14 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     if (run_dir / "best.weights.h5").is_file():
         model.load_weights(run_dir / "best.weights.h5")
     model.save(run_dir / "model.keras")
-    export_serving(model, run_dir / "export", config["input_size"],
+    export_serving(model, run_dir / "export", plan.input_size,
                    extra={"database": config["database"], "setting": config["setting"]})
     summary = {"run_dir": str(run_dir), "setting": config["setting"], "tasks": list(plan.tasks),
                "weighting": config["weighting"], "architecture": config["architecture"],
                "label_completion": config["label_completion"],
                "couplings": [c.get_config() for c in model.couplings], "train_seconds": round(seconds, 1),
-               "steps_per_epoch": steps, "epochs": config["epochs"], "class_names": plan.class_names,
+               "steps_per_epoch": steps, "epochs": config["epochs"], "input_size": plan.input_size,
+               "class_names": plan.class_names,
                "attribute_names": plan.attribute_names}
     write_json(summary_file, summary)
     return summary
