@@ -1,18 +1,30 @@
-"""Backbones (image in [-1, 1] -> feature vector) and task heads."""
+"""Backbones (image in [-1, 1] -> feature vector) and task heads, installed as ``dmtl.models``.
+
+Backbones are registered by name in :data:`REGISTRY` as ``module:function``, each function taking
+``(input_shape, weights=None, **options)``. Adding one is a module with such a function plus a registry line.
+"""
+import importlib
+
 from dmtl.models.applications import application_backbone
 from dmtl.models.heads import TaskHead
 from dmtl.models.small_cnn import small_cnn
 
-BACKBONES = ("small", "vgg16", "resnet50", "densenet121", "efficientnetb2")
+REGISTRY = {
+    "small": "dmtl.models.small_cnn:build",
+    "vgg16": "dmtl.models.applications:vgg16",
+    "resnet50": "dmtl.models.applications:resnet50",
+    "densenet121": "dmtl.models.applications:densenet121",
+    "efficientnetb2": "dmtl.models.applications:efficientnetb2",
+}
+BACKBONES = tuple(REGISTRY)
 
 
 def build_backbone(name: str, input_shape=(112, 112, 3), weights=None, **options):
-    """Builds a backbone by name: ``small`` (CPU-sized CNN) or a ``keras.applications`` architecture."""
-    if name == "small":
-        if weights is not None:
-            raise ValueError("the small CNN has no pretrained weights; train it from scratch")
-        return small_cnn(input_shape, **options)
-    return application_backbone(name, input_shape, weights=weights)
+    """Builds a registered backbone by name (``small``: a CPU-sized CNN; the others: ``keras.applications``)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(REGISTRY)}")
+    module, function = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), function)(input_shape, weights=weights, **options)
 
 
-__all__ = ["BACKBONES", "TaskHead", "application_backbone", "build_backbone", "small_cnn"]
+__all__ = ["BACKBONES", "REGISTRY", "TaskHead", "application_backbone", "build_backbone", "small_cnn"]

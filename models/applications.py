@@ -92,3 +92,19 @@ def application_backbone(name: str, input_shape=(112, 112, 3), weights=None) -> 
     inputs = keras.Input(input_shape, name="image")
     features = net(ImagenetPreprocess(mode, name="imagenet_preprocess")(inputs))
     return keras.Model(inputs, features, name=name)
+
+
+def vgg16(input_shape=(112, 112, 3), weights=None):
+    return application_backbone("vgg16", input_shape, weights)
+
+
+def resnet50(input_shape=(112, 112, 3), weights=None):
+    return application_backbone("resnet50", input_shape, weights)
+
+
+def densenet121(input_shape=(112, 112, 3), weights=None):
+    return application_backbone("densenet121", input_shape, weights)
+
+
+def efficientnetb2(input_shape=(112, 112, 3), weights=None):
+    return application_backbone("efficientnetb2", input_shape, weights)

@@ -40,3 +40,10 @@ def small_cnn(input_shape=(112, 112, 3), widths=(32, 64, 128), feature_dim: int 
         x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(feature_dim, activation="relu", name="features")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def build(input_shape=(112, 112, 3), weights=None, **options) -> keras.Model:
+    """Registry entry ``small``: the small CNN, always trained from scratch."""
+    if weights is not None:
+        raise ValueError("the small CNN has no pretrained weights; train it from scratch (weights: null)")
+    return small_cnn(input_shape, **options)
