@@ -10,6 +10,7 @@ zero gradient on a batch in which nothing it needs is labelled.
 """
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 EPSILON = 1e-7
@@ -28,18 +29,33 @@ def _log1m(p):
 
 
 def masked_mean(values, mask, denominator=None):
-    """sum(values * mask) / max(denominator, 1), with ``denominator`` = sum(mask) unless given."""
+    """sum(values * mask) / max(denominator, 1), with ``denominator`` = sum(mask) unless given. Masked-out
+    values are selected away before the arithmetic, so a NaN or inf there cannot reach the result."""
     mask = ops.cast(mask, values.dtype)
     if denominator is None:
         denominator = ops.sum(mask)
-    return ops.sum(values * mask) / ops.maximum(ops.cast(denominator, values.dtype), 1.0)
+    selected = ops.where(mask > 0, values, ops.zeros_like(values))
+    return ops.sum(selected * mask) / ops.maximum(ops.cast(denominator, values.dtype), 1.0)
+
+
+def _concrete(x):
+    """``x`` as a numpy array when it has a value now (eager), else None (inside a traced graph)."""
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # symbolic tensors have no value
+        return None
 
 
 def class_targets(y_true, num_classes: int, label_smoothing: float = 0.0):
     """Turns int labels or soft distributions into ``(targets (B, K), mask (B,))``; missing rows get zeros."""
     if len(y_true.shape) == 1:
         labels = ops.cast(y_true, "int32")
-        mask = ops.cast(labels >= 0, "float32")
+        concrete = _concrete(labels)
+        if concrete is not None and np.any(concrete >= num_classes):
+            raise ValueError(f"class label {int(concrete.max())} out of range for {num_classes} classes "
+                             f"(labels are 0..{num_classes - 1}, -1 = missing)")
+        # inside a graph an out-of-range label cannot raise: it is masked (never a silent zero loss)
+        mask = ops.cast((labels >= 0) & (labels < num_classes), "float32")
         targets = ops.one_hot(ops.maximum(labels, 0), num_classes) * mask[:, None]
     else:
         y_true = ops.cast(y_true, "float32")
@@ -54,6 +70,8 @@ def masked_categorical_crossentropy_terms(y_true, class_probs, label_smoothing: 
     """Eq. 1, expression/class part: per image -sum_c t_c log p(c|x); mask = image has a class label."""
     class_probs = ops.cast(class_probs, "float32")
     targets, mask = class_targets(y_true, class_probs.shape[-1], label_smoothing)
+    # unlabelled rows are replaced before the log, so neither their value nor their gradient can be NaN
+    class_probs = ops.where(mask[:, None] > 0, class_probs, ops.ones_like(class_probs))
     return -ops.sum(targets * _log(class_probs), axis=-1), mask
 
 
@@ -68,6 +86,8 @@ def masked_binary_crossentropy_terms(y_true, attribute_probs):
     attribute_probs = ops.cast(attribute_probs, "float32")
     labelled = ops.cast(y_true >= 0, "float32")
     y = ops.maximum(y_true, 0.0)
+    # unlabelled entries are replaced before the logs, so neither their value nor their gradient can be NaN
+    attribute_probs = ops.where(labelled > 0, attribute_probs, 0.5 * ops.ones_like(attribute_probs))
     bce = -(y * _log(attribute_probs) + (1.0 - y) * _log1m(attribute_probs))
     count = ops.sum(labelled, axis=-1)
     per_image = ops.sum(bce * labelled, axis=-1) / ops.maximum(count, 1.0)

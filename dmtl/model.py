@@ -170,23 +170,29 @@ class MultiTaskModel(keras.Model):
         return []
 
     @staticmethod
-    def _global_mean(terms):
+    def _global_mean(terms, counts=None, name=None):
         values, mask = terms
-        return losses.masked_mean(values, mask, denominator=replica_sum(ops.sum(ops.cast(mask, "float32"))))
+        count = replica_sum(ops.sum(ops.cast(mask, "float32")))
+        if counts is not None:
+            counts[name] = counts.get(name, 0.0) + count
+        return losses.masked_mean(values, mask, denominator=count)
 
-    def loss_terms(self, y, predictions) -> dict:
-        """Unweighted loss terms, each a masked mean normalised over all replicas' contributing images."""
+    def loss_terms(self, y, predictions, counts=None) -> dict:
+        """Unweighted loss terms, each a masked mean normalised over all replicas' contributing images.
+
+        ``counts``: a dict filled with each term's number of contributing images over all replicas (the weight
+        of the step in the epoch's mean, so logged losses are exact masked means over a whole split)."""
         terms = {}
         if "classes" in self.tasks and "classes" in y:
             terms["classes"] = self._global_mean(losses.masked_categorical_crossentropy_terms(
-                y["classes"], predictions["classes"], self.label_smoothing))
+                y["classes"], predictions["classes"], self.label_smoothing), counts, "classes")
         if "attributes" in self.tasks and "attributes" in y:
             terms["attributes"] = self._global_mean(losses.masked_binary_crossentropy_terms(
-                y["attributes"], predictions["attributes"]))
+                y["attributes"], predictions["attributes"]), counts, "attributes")
         if self.couplings and "classes" in y and "attributes" in y:
             for coupling in self.couplings:
                 parts = coupling.terms(y, predictions, self.relatedness)
-                terms[coupling.name] = sum(self._global_mean(part) for part in parts)
+                terms[coupling.name] = sum(self._global_mean(part, counts, coupling.name) for part in parts)
         return terms
 
     def training_progress(self):
@@ -232,29 +238,37 @@ class MultiTaskModel(keras.Model):
         batch, extra = self.split_batch(data)
         images, y = batch[0], batch[1]
         variables = self.network_variables
+        counts = {}
         with tf.GradientTape(persistent=self.weighting.persistent_tape) as tape:
             features, predictions = self.forward(images, training=True)
-            terms = self.loss_terms(y, predictions)
+            terms = self.loss_terms(y, predictions, counts)
             total, logs = self._total_loss(terms, tape, features)
         gradients = tape.gradient(total, variables)
         self.optimizer.apply(gradients, variables)
         logs.update(self.weighting.after_step(terms, tape=tape, features=features, model=self))
         del tape
         logs.update(self.after_train_step(batch, extra))
-        return self._update_metrics(total, terms, y, predictions, logs)
+        counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))
+        return self._update_metrics(total, terms, y, predictions, logs, counts)
 
     def test_step(self, data):
         batch, _ = self.split_batch(data)
         images, y = batch[0], batch[1]
         _, predictions = self.forward(images, training=False)
-        terms = self.loss_terms(y, predictions)
-        return self._update_metrics(self.plain_total(terms), terms, y, predictions, {})
+        counts = {}
+        terms = self.loss_terms(y, predictions, counts)
+        counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))
+        return self._update_metrics(self.plain_total(terms), terms, y, predictions, {}, counts)
 
-    def _update_metrics(self, total, terms, y, predictions, logs):
-        replicas = num_replicas()  # each replica holds its share of a global mean; Mean averages replicas
-        self._trackers["loss"].update_state(total * replicas)
+    def _update_metrics(self, total, terms, y, predictions, logs, counts=None):
+        """Each loss tracker is weighted by the step's number of contributing images (over all replicas), so an
+        epoch's logged loss is the exact masked mean over every image it saw, whatever the batch sizes. Each
+        replica holds its share of a global mean; the replicas' trackers are summed, hence the factor."""
+        replicas = num_replicas()
+        counts = counts or {}
+        self._trackers["loss"].update_state(total * replicas, sample_weight=counts.get("loss"))
         for name, value in terms.items():
-            self._trackers[f"{name}_loss"].update_state(value * replicas)
+            self._trackers[f"{name}_loss"].update_state(value * replicas, sample_weight=counts.get(name))
         for task, task_metrics in self._task_metrics.items():
             if task in y:
                 for metric in task_metrics:

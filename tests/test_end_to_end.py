@@ -256,3 +256,55 @@ def test_size_mismatch_resizes_and_null_size_takes_the_data_size(demo_data, tmp_
     assert train.main([*args, "--out", str(native), "--set", "input_size=null"]) == 0
     assert json.loads((native / "summary.json").read_text())["input_size"] == 32
     assert evaluate.main(["--run", str(native), "--model", "export"]) == 0
+
+
+def test_kill_during_the_final_save_resumes_to_the_save_without_retraining(demo_data, tmp_path, monkeypatch):
+    """A kill after training but before the export is complete: the re-run does not train again (history keeps
+    one row per epoch, the best checkpoint's record is unchanged) and completes model.keras, export, summary."""
+    import importlib
+
+    run_module = importlib.import_module("dmtl.training.run")
+
+    out = tmp_path / "final"
+    args = ["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc", "--epochs", "2",
+            *TINY]
+    real = run_module.export_serving
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # stands in for SIGKILL during the export
+
+    monkeypatch.setattr(run_module, "export_serving", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    assert not (out / "summary.json").exists() and (out / "backup").is_dir()
+    best = (out / "best.weights.h5.json").read_text()
+    monkeypatch.setattr(run_module, "export_serving", real)
+    assert train.main(args) == 0
+    with open(out / "history.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1"]
+    assert (out / "best.weights.h5.json").read_text() == best
+    assert (out / "export" / "saved_model.pb").is_file() and not (out / "backup").exists()
+    assert not list(out.glob("tmp-*"))
+    assert evaluate.main(["--run", str(out)]) == 0
+
+
+def test_non_finite_loss_stops_training_and_exports_nothing(demo_data, tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
+                       "--epochs", "2", "--set", "lr=.nan", *TINY])
+    assert code == 2 and "loss became nan" in capsys.readouterr().err
+    assert not (out / "model.keras").exists() and not (out / "export").exists()
+
+
+def test_best_checkpoint_treats_nan_as_worse_than_any_number(tmp_path):
+    import keras
+
+    from dmtl.training.callbacks import AtomicCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoint = AtomicCheckpoint(tmp_path / "best.weights.h5", monitor="val_score")
+    checkpoint.set_model(model)
+    for epoch, value in enumerate([0.5, float("nan"), 0.1, 0.7]):
+        checkpoint.on_epoch_end(epoch, {"val_score": value})
+        record = json.loads((tmp_path / "best.weights.h5.json").read_text())
+        assert record["value"] == (0.5 if epoch < 3 else 0.7)

@@ -243,3 +243,50 @@ def test_database_with_one_task_trains_saves_and_exports(tmp_path):
     export_serving(model, tmp_path / "export", 24)
     reloaded = tf.saved_model.load(str(tmp_path / "export"))
     assert set(reloaded.serve(np.zeros((2, 24, 24, 3), np.uint8))) == {"classes"}
+
+
+def test_logged_losses_are_exact_masked_means_over_a_split():
+    """A split whose size is not a multiple of the batch (21 = 8 + 8 + 5), labels unevenly spread: the logged
+    loss of each term equals the masked mean over all 21 images (a mean of per-step means would not)."""
+    from dmtl import losses
+
+    keras.utils.set_random_seed(0)
+    model = make_model(couplings=[DistributionMatching(), SoftCoAnnotation()])
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = partial_data(n=21, seed=3)
+    y["classes"][:8] = [0, 1, 2, -1, -1, -1, -1, -1]  # 3 class labels in the first batch, more later
+    logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    p = model.predict(x, batch_size=8, verbose=0)
+    expected = {"classes": losses.masked_categorical_crossentropy(y["classes"], p["classes"]),
+                "attributes": losses.masked_binary_crossentropy(y["attributes"], p["attributes"])}
+    for name, value in expected.items():
+        assert logs[f"{name}_loss"] == pytest.approx(float(value), rel=1e-4), name
+    steps = [losses.masked_categorical_crossentropy(y["classes"][i:i + 8], p["classes"][i:i + 8])
+             for i in (0, 8, 16)]
+    assert abs(float(np.mean(steps)) - float(expected["classes"])) > 1e-3  # the test can tell them apart
+
+
+def test_masked_rows_cannot_inject_nan_and_labels_out_of_range_raise():
+    from dmtl import losses
+
+    p = np.array([[np.nan] * 7, np.full(7, 1 / 7)], np.float32)
+    p_var = tf.Variable(p)
+    with tf.GradientTape() as tape:
+        loss = losses.masked_categorical_crossentropy(np.array([-1, 3]), p_var)
+    assert float(loss) == pytest.approx(np.log(7), rel=1e-5)
+    assert np.all(np.isfinite(tape.gradient(loss, p_var).numpy()))
+    a = tf.Variable(np.array([[np.nan, np.nan], [0.5, 0.5]], np.float32))
+    with tf.GradientTape() as tape:
+        loss = losses.masked_binary_crossentropy(np.array([[-1, -1], [1, 0]], np.float32), a)
+    assert float(loss) == pytest.approx(np.log(2), rel=1e-5)
+    assert np.all(np.isfinite(tape.gradient(loss, a).numpy()))
+    with pytest.raises(ValueError, match="out of range"):
+        losses.masked_categorical_crossentropy(np.array([7, 0]), np.full((2, 7), 1 / 7, np.float32))
+
+    @tf.function
+    def in_graph(labels, probs):
+        return losses.masked_categorical_crossentropy(labels, probs)
+
+    # inside a graph the out-of-range label is masked, not counted as a labelled image with zero loss
+    value = in_graph(tf.constant([7, 0]), tf.constant(np.full((2, 7), 1 / 7, np.float32)))
+    assert float(value) == pytest.approx(np.log(7), rel=1e-5)

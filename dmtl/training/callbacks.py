@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from dmtl.io import atomic_path, write_json
+from dmtl.io import atomic_path, write_json, write_text
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -22,6 +22,51 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         with atomic_path(self._weights_path) as tmp:
             self.model.save_weights(str(tmp), overwrite=True)
         write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+
+class NonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, recording where (the run then ends with
+    a clear error and exports nothing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.where = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """``history.csv`` with exactly one row per epoch: each epoch's row replaces any earlier row of the same
+    epoch (a resumed run repeating an epoch), and the file is rewritten atomically."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+        import io
+        rows = {}
+        if self.path.is_file():
+            with open(self.path, newline="") as handle:
+                for row in csv.DictReader(handle):
+                    rows[int(row["epoch"])] = row
+        rows[epoch] = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
+                                          if isinstance(v, (int, float, np.floating))}}
+        keys = ["epoch", *sorted({k for row in rows.values() for k in row if k != "epoch"})]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows[e] for e in sorted(rows))
+        write_text(self.path, out.getvalue())
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -8,18 +8,22 @@ Killing a run and starting the same command again resumes from the last finished
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from dmtl import config as config_lib
 from dmtl.architectures import ModelSpec, get_architecture
 from dmtl.export import export_serving
-from dmtl.io import write_json
+from dmtl.io import atomic_path, write_json
 from dmtl.label_completion import get_label_completion
 from dmtl.stages import StageContext
-from dmtl.training.callbacks import AtomicBackupAndRestore, AtomicCheckpoint, EpochSummary, ValidationScore
+from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
+                                     NonFiniteLoss, ValidationScore)
 from dmtl.training.data import datasets
 from dmtl.training.plan import RunError, RunPlan
 from dmtl.training.predict import load_predictor, predict_split
@@ -92,6 +96,11 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
         log.info("%s already finished; pass --force to train again", run_dir)
         return json.loads(summary_file.read_text())
     plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
+    if force:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
+        for stale in ("backup", "history.csv", "best.weights.h5", "best.weights.h5.json", "last.weights.h5",
+                      "summary.json"):
+            target = run_dir / stale
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     architecture = get_architecture(config["architecture"], **config["architecture_options"])
     if config["weights"] is not None and not architecture.own_backbone:
         from dmtl.models import build_backbone
@@ -120,12 +129,16 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     model = build_model(plan, **stage)
     model.steps_per_epoch = steps
     model.compile(optimizer=make_optimizer(config), jit_compile=bool(config["jit_compile"]))
+    non_finite = NonFiniteLoss()
     callbacks = [
+        non_finite,
         ValidationScore(plan.tasks, config["primary_metrics"]),
-        AtomicBackupAndRestore(str(run_dir / "backup")),
+        # the backup is kept after fit and removed only once every final file is written (below), so a kill
+        # at any later moment resumes to the final save instead of training again
+        AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         AtomicCheckpoint(run_dir / "best.weights.h5", monitor=config["monitor"]),
         AtomicCheckpoint(run_dir / "last.weights.h5"),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        EpochHistory(run_dir / "history.csv"),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         EpochSummary(epochs),
     ]
@@ -133,11 +146,24 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
               verbose=verbose)
     seconds = time.time() - start
+    if non_finite.where is not None:
+        epoch, batch, value = non_finite.where
+        raise RunError(f"the loss became {value} at epoch {epoch}, batch {batch}: training stopped and nothing "
+                       f"was exported (try a lower lr); the last finite checkpoints are in {run_dir}")
     if (run_dir / "best.weights.h5").is_file():
         model.load_weights(run_dir / "best.weights.h5")
-    model.save(run_dir / "model.keras")
-    export_serving(model, run_dir / "export", plan.input_size,
+    bad = [v.path for v in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
+    if bad:
+        raise RunError(f"{len(bad)} weight tensors are not finite (e.g. {bad[0]}): nothing was exported")
+    with atomic_path(run_dir / "model.keras") as tmp:
+        model.save(tmp)
+    export_dir = run_dir / "export"
+    staging = run_dir / "tmp-export"
+    shutil.rmtree(staging, ignore_errors=True)
+    export_serving(model, staging, plan.input_size,
                    extra={"database": config["database"], "setting": config["setting"]})
+    shutil.rmtree(export_dir, ignore_errors=True)
+    os.replace(staging, export_dir)
     summary = {"run_dir": str(run_dir), "setting": config["setting"], "tasks": list(plan.tasks),
                "weighting": config["weighting"], "architecture": config["architecture"],
                "label_completion": config["label_completion"],
@@ -146,4 +172,5 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
                "class_names": plan.class_names,
                "attribute_names": plan.attribute_names}
     write_json(summary_file, summary)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only now: every final file is in place
     return summary
