@@ -5,7 +5,8 @@ Databases (all built here from what is in ../shared/data or built in):
 * ``celeba-hair``: a real Case II analogue from the CelebA subset: the class task is hair colour (black / blond /
   brown / gray, images with exactly one of them), the attributes are the other 36; the training identities are
   split in two halves, one labelled for hair colour only and one for the attributes only (no annotation overlap);
-  validation and test images keep both; relatedness inferred from the training annotations.
+  validation and test images keep both; relatedness inferred from the annotations of the validation split
+  (the only training-time split whose images carry both tasks' labels).
 
 Every candidate of :data:`dmtl.coupling.CANDIDATES` and NC MT run over the same seeds through ``dmtl compare``.
 
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
                 dmtl("build", "--database", "csv", "--root", str(root), "--out", str(data), "--detector", "none",
                      "--size", "48", "--workers", "0", "--no-progress", "--set", f"option.csv={csv.resolve()}")
             dmtl("compare", "--database", "csv", "--data", str(data), "--out", str(out), "--settings", settings,
-                 "--seeds", str(args.seeds), "--set", "relatedness=empirical", "--set", "input_size=48",
+                 "--seeds", str(args.seeds), "--set", "relatedness=empirical", "--set", "relatedness_split=val", "--set", "input_size=48",
                  "--set", "epochs=8", "--set", "batch_size=64")
         else:
             raise SystemExit(f"unknown calibration database {database!r}")

@@ -308,3 +308,16 @@ def test_best_checkpoint_treats_nan_as_worse_than_any_number(tmp_path):
         checkpoint.on_epoch_end(epoch, {"val_score": value})
         record = json.loads((tmp_path / "best.weights.h5.json").read_text())
         assert record["value"] == (0.5 if epoch < 3 else 0.7)
+
+
+def test_empirical_relatedness_without_overlapping_annotations_is_a_clear_error(demo_data, tmp_path, capsys):
+    """The demo's training parts do not overlap: inferring p(att|class) from them would give an all-zero matrix
+    (coupling towards nothing). That is an error before any run folder is written; the val split works."""
+    out = tmp_path / "empirical"
+    base = ["--database", "demo", "--data", str(demo_data), "--setting", "c", "--relatedness", "empirical",
+            "--epochs", "1", *TINY]
+    assert train.main([*base, "--out", str(out)]) == 2
+    assert "relatedness_split" in capsys.readouterr().err and not out.exists()
+    assert train.main([*base, "--out", str(out), "--set", "relatedness_split=val"]) == 0
+    matrix = np.loadtxt(out / "relatedness.csv", delimiter=",", skiprows=1, usecols=range(1, 7))
+    assert matrix.any()

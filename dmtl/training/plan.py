@@ -100,8 +100,18 @@ def build_relatedness(config, class_names, attribute_names, dirs):
     """p(attribute | class) for coupling, by name: du2014 | affwild2 | empirical | CSV file."""
     name = config["relatedness"]
     if name == "empirical":
-        classes, attributes = data_labels.load_labels(dirs, config["relatedness_split"], class_names,
-                                                      attribute_names)
-        return relatedness_lib.from_annotations(classes, attributes, class_names, attribute_names,
-                                                missing_classes="zero")
+        split = config["relatedness_split"]
+        classes, attributes = data_labels.load_labels(dirs, split, class_names, attribute_names)
+        both = (classes >= 0) & (attributes >= 0).any(axis=1)
+        if not both.any():
+            raise RunError(f"relatedness 'empirical' needs images labelled for both tasks, and no image of split "
+                           f"{split!r} is (the annotations do not overlap there): set relatedness_split to a split "
+                           f"whose images carry both (e.g. val), or give a CSV with --relatedness FILE.csv")
+        relatedness = relatedness_lib.from_annotations(classes, attributes, class_names, attribute_names,
+                                                       missing_classes="zero")
+        empty = [c for c, row in zip(class_names, relatedness.matrix) if not row.any()]
+        if empty:
+            log.warning("relatedness: classes %s have no image labelled for both tasks in split %r; their rows "
+                        "are all zero", empty, split)
+        return relatedness
     return relatedness_lib.from_name(name, class_names, attribute_names)
