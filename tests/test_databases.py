@@ -532,3 +532,76 @@ def test_describe_cli(tmp_path, shared_data, capsys):
     assert cli_main(["describe", "--database", "rafdb", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "list_patition_label.txt:2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_symlink_leaving_the_root_is_a_counted_skip(tmp_path):
+    outside = tmp_path / "outside"
+    touch(outside / "secret.jpg")
+    touch(outside / "folder" / "x.jpg")
+    root = tmp_path / "db"
+    write(root / "annotations.csv", "image,class\ni/a.jpg,x\ni/link.jpg,y\nlinked/x.jpg,x\ni/inner.jpg,y\n")
+    touch(root / "i" / "a.jpg")
+    (root / "i" / "link.jpg").symlink_to(outside / "secret.jpg")
+    (root / "linked").symlink_to(outside / "folder")
+    (root / "i" / "inner.jpg").symlink_to(root / "i" / "a.jpg")  # a link that stays inside is fine
+    table = load_database("csv", root)
+    assert sorted(p.rsplit("/", 1)[-1] for p in table.frame["image"]) == ["a.jpg", "inner.jpg"]
+    assert table.skipped["outside_root"] == 2
+
+
+def test_generic_csv_missing_cells_duplicates_and_leakage(tmp_path):
+    for name in "abcd":
+        touch(tmp_path / f"{name}.jpg")
+    write(tmp_path / "annotations.csv", "image,split,class,pointy\na.jpg,train,-1,NaN\nb.jpg,train,NaN,1\n"
+                                        "c.jpg,test,boots,-1\nd.jpg,val,clogs,\n")
+    table = generic_csv.load(tmp_path)
+    assert table.schema.class_names == ("boots", "clogs")  # never a class named '-1' or 'NaN'
+    assert table.frame["class_label"].tolist() == [MISSING, MISSING, 0, 1]
+    assert table.frame["pointy"].tolist() == [MISSING, 1, MISSING, MISSING]
+    write(tmp_path / "annotations.csv", "image,split,class\na.jpg,train,x\nb.jpg,train,y\na.jpg,train,x\n")
+    with raises_at(tmp_path / "annotations.csv", 4, says="lines 2 and 4"):
+        generic_csv.load(tmp_path)
+    assert len(generic_csv.load(tmp_path, duplicates="merge")) == 2  # the rows agree: one is kept
+    write(tmp_path / "annotations.csv", "image,split,class\na.jpg,train,x\na.jpg,train,y\n")
+    with raises_at(tmp_path / "annotations.csv", 3, says="different labels"):
+        generic_csv.load(tmp_path, duplicates="merge")
+    write(tmp_path / "annotations.csv", "image,split,class\na.jpg,train,x\na.jpg,test,x\n")
+    with raises_at(tmp_path / "annotations.csv", 3, says="two splits"):
+        generic_csv.load(tmp_path, duplicates="merge")
+    write(tmp_path / "annotations.csv", "image,class,pointy,pointy\na.jpg,x,1,0\n")
+    with raises_at(tmp_path / "annotations.csv", 1, says="more than once"):
+        generic_csv.load(tmp_path)
+    write(tmp_path / "annotations.csv", "image,class\n")
+    with raises_at(tmp_path / "annotations.csv", says="no rows"):
+        generic_csv.load(tmp_path)
+    write(tmp_path / "annotations.csv", "image,class\na.jpg,AN\nb.jpg,DI\n")
+    assert generic_csv.load(tmp_path, class_names="DI,AN").schema.class_names == ("DI", "AN")
+
+
+def test_generic_csv_fuzz_either_errors_or_yields_labels_in_range(tmp_path):
+    """Seeded random small CSV databases with missing cells, bad values and duplicates: loading either raises
+    DatabaseFormatError or gives a table whose labels are all in range."""
+    rng = np.random.default_rng(12)
+    cells = ["", "-1", "NaN", "0", "1", "2", "x", "yes", " 1 "]
+    classes = ["", "-1", "NaN", "boots", "clogs", "sandals", "7"]
+    for i in range(60):
+        root = tmp_path / f"db{i}"
+        n = int(rng.integers(1, 8))
+        images = [f"{int(rng.integers(0, 6))}.jpg" for _ in range(n)]
+        for name in set(images):
+            touch(root / name)
+        lines = ["image,split,class,a,b"]
+        for image in images:
+            lines.append(",".join([image, str(rng.choice(["train", "val", "test"])), str(rng.choice(classes)),
+                                   str(rng.choice(cells)), str(rng.choice(cells))]))
+        write(root / "annotations.csv", "\n".join(lines) + "\n")
+        try:
+            table = generic_csv.load(root, duplicates=str(rng.choice(["error", "merge"])))
+        except DatabaseFormatError:
+            continue
+        k = len(table.schema.class_names)
+        labels = table.class_labels()
+        assert np.all((labels == MISSING) | ((labels >= 0) & (labels < k)))
+        assert np.all(np.isin(table.attribute_labels(), (MISSING, 0, 1)))
+        assert not table.frame["image"].duplicated().any()
+        assert not {"-1", "NaN", ""} & set(table.schema.class_names)

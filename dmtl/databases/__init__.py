@@ -7,6 +7,7 @@ of the expression database, attribute names of EmotioNet.
 from __future__ import annotations
 
 import importlib
+import logging
 
 from dmtl.databases.base import AnnotationTable, merge_tables
 
@@ -70,4 +71,33 @@ def load_database(name: str, root, **options) -> AnnotationTable:
                             attribute_names=emotionet.schema.attribute_names)
     if name not in REGISTRY:
         raise ValueError(f"unknown database {name!r}; available: {', '.join(available())}")
-    return importlib.import_module(REGISTRY[name]).load(root, **options)
+    return confine(importlib.import_module(REGISTRY[name]).load(root, **options), root)
+
+
+def confine(table: AnnotationTable, root) -> AnnotationTable:
+    """Drops the images whose real path (symbolic links resolved) lies outside the real database root: a counted
+    (``skipped["outside_root"]``) and logged skip. Folders are resolved once each."""
+    import os
+
+    real_root = os.path.realpath(root)
+    folders: dict = {}
+
+    def inside(path: str) -> bool:
+        folder = os.path.dirname(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(folders[folder],
+                                                                              os.path.basename(path))
+        return real.startswith(real_root + os.sep)
+
+    if not len(table) or not os.path.isdir(real_root):
+        return table
+    keep = table.frame["image"].map(inside).to_numpy(bool)
+    if keep.all():
+        return table
+    logging.getLogger("dmtl.databases").warning(
+        "%d image(s) lead outside the database root %s (symbolic links) and are skipped", int((~keep).sum()),
+        real_root)
+    skipped = dict(table.skipped)
+    skipped["outside_root"] = skipped.get("outside_root", 0) + int((~keep).sum())
+    return AnnotationTable(table.schema, table.frame[keep].reset_index(drop=True), skipped)
