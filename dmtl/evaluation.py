@@ -14,7 +14,7 @@ import numpy as np
 from dmtl import config as config_lib
 from dmtl import metrics
 from dmtl.io import write_json, write_text
-from dmtl.training.plan import data_dirs
+from dmtl.training.plan import data_dirs, unlisted_classes
 from dmtl.training.predict import load_predictor, predict_split
 
 CLASS_KEYS = ("accuracy", "average_accuracy", "macro_f1")
@@ -29,7 +29,8 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
     predict, class_names, attribute_names = load_predictor(run_dir, model)
     batch_size = batch_size or config["batch_size"]
     size = input_size(run_dir, config)
-    outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size)
+    unlisted = unlisted_classes(config)
+    outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size, unlisted)
     tasks = config_lib.SETTING_TASKS[config["setting"]]
     result = {"run": str(run_dir), "split": split, "model": model, "setting": config["setting"],
               "database": config["database"]}
@@ -43,7 +44,8 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                                    "accuracy": scores["accuracy"],
                                    "mean_probability": outputs["attributes"].mean(0).round(4).tolist()}
         if split != "val":
-            val_out, val_labels = predict_split(predict, dirs, "val", class_names, attribute_names, batch_size, size)
+            val_out, val_labels = predict_split(predict, dirs, "val", class_names, attribute_names, batch_size, size,
+                                                unlisted)
             thresholds = metrics.best_thresholds(val_labels["attributes"], val_out["attributes"])
             tuned = metrics.attribute_metrics(labels["attributes"], outputs["attributes"], thresholds)
             result["attributes_val_thresholds"] = {

@@ -321,3 +321,20 @@ def test_empirical_relatedness_without_overlapping_annotations_is_a_clear_error(
     assert train.main([*base, "--out", str(out), "--set", "relatedness_split=val"]) == 0
     matrix = np.loadtxt(out / "relatedness.csv", delimiter=",", skiprows=1, usecols=range(1, 7))
     assert matrix.any()
+
+
+def test_class_subset_trains_and_a_fresh_process_evaluates_every_architecture(demo_data, tmp_path):
+    """A selected subset of the classes trains (images of other classes count as class-unlabelled); a model of
+    each architecture loads in a fresh evaluate process (its classes must be registered there)."""
+    subset = tmp_path / "subset"
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(subset), "--setting", "nc",
+                       "--set", "classes=[anger, happiness]", "--epochs", "1", *TINY]) == 0
+    assert json.loads((subset / "summary.json").read_text())["class_names"] == ["anger", "happiness"]
+    routed = tmp_path / "routed"
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(routed), "--setting", "nc",
+                       "--method", "tr", "--epochs", "1", *TINY]) == 0
+    for out in (subset, routed):
+        done = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--run", str(out)], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads((out / "metrics.json").read_text())["classes"]["count"] > 0

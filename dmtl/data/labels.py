@@ -12,14 +12,15 @@ def schema_of(data_dir) -> dict:
     return records.read_dataset_json(data_dir)["schema"]
 
 
-def load_labels(data_dirs, split: str, class_names, attribute_names) -> tuple[np.ndarray, np.ndarray]:
+def load_labels(data_dirs, split: str, class_names, attribute_names,
+                unlisted_classes: str = "error") -> tuple[np.ndarray, np.ndarray]:
     """(N,) class labels and (N, M) attribute labels of a split over several folders, aligned by name exactly as
     the input pipeline aligns them (:class:`dmtl.data.reader.SourceSplit`), in evaluation order."""
     from dmtl.data.reader import SourceSplit
 
     all_classes, all_attributes = [], []
     for data_dir in data_dirs:
-        source = SourceSplit(data_dir, split, list(class_names), list(attribute_names))
+        source = SourceSplit(data_dir, split, list(class_names), list(attribute_names), unlisted_classes)
         if not source.shards:
             continue
         labels = tf.data.TFRecordDataset(source.shards).batch(4096).map(lambda s: source.align(s)[1])
@@ -31,9 +32,9 @@ def load_labels(data_dirs, split: str, class_names, attribute_names) -> tuple[np
     return np.concatenate(all_classes), np.concatenate(all_attributes)
 
 
-def count_labelled(data_dirs, split, class_names, attribute_names) -> dict:
+def count_labelled(data_dirs, split, class_names, attribute_names, unlisted_classes: str = "error") -> dict:
     """How many images of a split carry a class label, an attribute label, both, any."""
-    classes, attributes = load_labels(data_dirs, split, class_names, attribute_names)
+    classes, attributes = load_labels(data_dirs, split, class_names, attribute_names, unlisted_classes)
     has_class, has_attr = classes >= 0, (attributes >= 0).any(axis=1)
     return {"images": int(len(classes)), "classes": int(has_class.sum()), "attributes": int(has_attr.sum()),
             "both": int((has_class & has_attr).sum()), "any": int((has_class | has_attr).sum())}

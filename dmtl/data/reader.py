@@ -80,7 +80,13 @@ def _size(value) -> tuple[int, int] | None:
 class SourceSplit:
     """One data folder's split: shard paths, size and the name alignment to the requested label lists."""
 
-    def __init__(self, data_dir, split: str, class_names, attribute_names):
+    def __init__(self, data_dir, split: str, class_names, attribute_names, unlisted_classes: str = "error"):
+        """``unlisted_classes``: what an image of a class the requested list lacks becomes: an ``error`` (class
+        lists that disagree between sources), or ``missing`` (the user selected a subset of the classes: such an
+        image keeps its attribute labels and counts as class-unlabelled)."""
+        if unlisted_classes not in ("error", "missing"):
+            raise ValueError(f"unlisted_classes must be 'error' or 'missing', not {unlisted_classes!r}")
+        self.unlisted_classes = unlisted_classes
         self.dir = Path(data_dir)
         info = records.read_dataset_json(self.dir)
         schema = info["schema"]
@@ -117,7 +123,7 @@ class SourceSplit:
         with tf.control_dependencies([in_range]):
             slot = tf.identity(slot)
         classes = tf.gather(tf.constant(self.class_map), slot)
-        if self.unknown_classes:
+        if self.unknown_classes and self.unlisted_classes == "error":
             bad = (raw >= 0) & (classes < 0)
             check = tf.debugging.Assert(
                 tf.logical_not(tf.reduce_any(bad)),
@@ -231,7 +237,8 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
                  attribute_names=None, class_names=None, shuffle_buffer: int = 2048, seed: int = 0,
                  augment=None, mixaugment=None, mixing=None, repeat: bool | None = None,
                  drop_remainder: bool | None = None, cache=False, require: str | None = None,
-                 image_size=None, threads: int | None = None, targets=None) -> tf.data.Dataset:
+                 image_size=None, threads: int | None = None, targets=None,
+                 unlisted_classes: str = "error") -> tf.data.Dataset:
     """Batches of (float32 images in [-1, 1], {"classes", "attributes"}), prefetched.
 
     ``targets``: one ``{"classes": (N, K) or (N,), "attributes": (N, M)}`` per folder, replacing its labels
@@ -263,7 +270,7 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     class_names = list(default_classes if class_names is None else class_names)
     attribute_names = list(default_attributes if attribute_names is None else attribute_names)
 
-    sources = [SourceSplit(d, split, class_names, attribute_names) for d in dirs]
+    sources = [SourceSplit(d, split, class_names, attribute_names, unlisted_classes) for d in dirs]
     if targets is not None and len(targets) != len(sources):
         raise ValueError(f"targets: one label set per data folder ({len(sources)}), got {len(targets)}")
     targets = targets or [None] * len(sources)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from dmtl.data import reader
-from dmtl.training.plan import RunError
+from dmtl.training.plan import RunError, unlisted_classes
 
 
 def datasets(plan, targets=None):
@@ -17,7 +17,7 @@ def datasets(plan, targets=None):
     if n_train == 0:
         raise RunError(f"no training images carry the labels setting {config['setting']!r} needs")
     common = dict(attribute_names=plan.attribute_names, class_names=plan.class_names, require=plan.require,
-                  image_size=plan.input_shape[:2])
+                  image_size=plan.input_shape[:2], unlisted_classes=unlisted_classes(config))
     dirs = [str(d) for d in plan.dirs]
     train = reader.make_dataset(
         dirs, "train", config["batch_size"], training=True, shuffle_buffer=config["shuffle_buffer"],

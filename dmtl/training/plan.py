@@ -34,6 +34,12 @@ def data_dirs(config: dict) -> list[Path]:
     return dirs
 
 
+def unlisted_classes(config: dict) -> str:
+    """Images of classes outside an explicit ``classes`` selection count as class-unlabelled; otherwise a class
+    missing from the list is an error (sources whose class lists disagree)."""
+    return "missing" if config["classes"] else "error"
+
+
 @dataclasses.dataclass
 class RunPlan:
     """Everything a run needs to know before it builds anything."""
@@ -81,7 +87,8 @@ class RunPlan:
         class_names = list(config["classes"] or class_names)
         attribute_names = list(config["attributes"] or attribute_names)
         tasks = config_lib.SETTING_TASKS[config["setting"]]
-        counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names)
+        unlisted = unlisted_classes(config)
+        counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names, unlisted)
         couplings = config_lib.couplings_of(config)
         relatedness = None
         if couplings:
@@ -101,7 +108,8 @@ def build_relatedness(config, class_names, attribute_names, dirs):
     name = config["relatedness"]
     if name == "empirical":
         split = config["relatedness_split"]
-        classes, attributes = data_labels.load_labels(dirs, split, class_names, attribute_names)
+        classes, attributes = data_labels.load_labels(dirs, split, class_names, attribute_names,
+                                                      unlisted_classes(config))
         both = (classes >= 0) & (attributes >= 0).any(axis=1)
         if not both.any():
             raise RunError(f"relatedness 'empirical' needs images labelled for both tasks, and no image of split "

@@ -8,6 +8,17 @@ import numpy as np
 from dmtl.data import reader
 
 
+def register_serializables() -> None:
+    """Imports every module that registers Keras-serializable classes (model, architectures, backbones, heads),
+    so a ``.keras`` file loads in a fresh process whatever architecture saved it."""
+    import importlib
+
+    from dmtl import architectures, models  # noqa: F401  (models registers heads and backbone layers)
+    importlib.import_module("dmtl.model")
+    for target in architectures.REGISTRY.values():
+        importlib.import_module(target.split(":")[0])
+
+
 def load_predictor(run_dir: Path, kind: str):
     """A function images[-1,1] -> {"classes", "attributes"} probabilities, plus class and attribute names."""
     run_dir = Path(run_dir)
@@ -21,6 +32,7 @@ def load_predictor(run_dir: Path, kind: str):
         return predict, served.labels["class_names"], served.labels["attribute_names"]
     if kind == "keras":
         import keras
+        register_serializables()
         model = keras.saving.load_model(run_dir / "model.keras")
 
         def predict(images):
@@ -30,11 +42,13 @@ def load_predictor(run_dir: Path, kind: str):
     raise ValueError(f"--model must be 'keras' or 'export', not {kind!r}")
 
 
-def predict_split(predict, dirs, split, class_names, attribute_names, batch_size, image_size=None):
+def predict_split(predict, dirs, split, class_names, attribute_names, batch_size, image_size=None,
+                  unlisted_classes="error"):
     """Predictions and labels over a whole split, in the reader's deterministic evaluation order; images are
     resized to ``image_size`` (H, W) when the data was built at another size."""
     dataset = reader.make_dataset([str(d) for d in dirs], split, batch_size, training=False,
-                                  class_names=class_names, attribute_names=attribute_names, image_size=image_size)
+                                  class_names=class_names, attribute_names=attribute_names, image_size=image_size,
+                                  unlisted_classes=unlisted_classes)
     outputs, labels = {}, {"classes": [], "attributes": []}
     for images, y in dataset.as_numpy_iterator():
         for key, value in predict(images).items():

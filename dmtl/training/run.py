@@ -25,7 +25,7 @@ from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
                                      NonFiniteLoss, ValidationScore)
 from dmtl.training.data import datasets
-from dmtl.training.plan import RunError, RunPlan
+from dmtl.training.plan import RunError, RunPlan, unlisted_classes
 from dmtl.training.predict import load_predictor, predict_split
 
 log = logging.getLogger("dmtl.train")
@@ -117,7 +117,8 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     def predict_train(sub_dir):
         predictor = load_predictor(sub_dir, "keras")[0]
         return [predict_split(predictor, [d], "train", plan.class_names, plan.attribute_names,
-                              config["batch_size"], plan.input_shape[:2]) for d in plan.dirs]
+                              config["batch_size"], plan.input_shape[:2], unlisted_classes(config))
+                for d in plan.dirs]
 
     context = StageContext(run_dir, plan, int(config["epochs"]), make_optimizer=lambda: make_optimizer(config),
                            train_run=train_run, predict_train=predict_train, verbose=verbose)
