@@ -271,6 +271,25 @@ def validate(config: dict) -> None:
             coupling_lib.from_config(spec)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    import inspect
+    accepted = {"weighting": [n for n, p in inspect.signature(weighting.__init__).parameters.items()
+                              if p.kind == p.POSITIONAL_OR_KEYWORD and n != "self"],
+                "architecture": architecture.option_names, "label_completion": completion.option_names}
+    for axis, names in accepted.items():
+        options = config[f"{axis}_options"] or {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"{axis}_options must be a mapping, got {options!r}")
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ConfigError(f"{axis}_options: unknown option(s) {unknown} for {config[axis]!r} "
+                              f"(accepted: {sorted(names) or 'none'})")
+    from dmtl.data import augment, mixaugment
+    try:
+        augment.options(config["augment"])
+        if config["mixaugment"] not in (None, False):
+            augment.parameters("mixaugment", {"alpha": mixaugment.DEFAULT_ALPHA}, config["mixaugment"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
     if weighting.requires_shared_features and not architecture.shares_features:
         raise ConfigError(f"weighting {config['weighting']!r} needs one representation shared by every task, but "
                           f"architecture {config['architecture']!r} computes different features per task "

@@ -1,9 +1,14 @@
-"""SavedModel export for deployment: serving takes uint8 RGB faces and needs only TensorFlow to run.
+"""SavedModel export for deployment: serving takes RGB faces and needs only TensorFlow to run.
 
-The ``serve`` endpoint (also the ``serving_default`` signature) maps uint8 images (N, H, W, 3) to
-``{"classes": p(c|x) (N, K), "attributes": p(att|x) (N, M)}`` (a database with one task: that output only);
-the normalisation to [-1, 1] happens inside.
-``labels.json`` beside ``saved_model.pb`` names the classes and attributes in output order.
+* ``serve`` (also the ``serving_default`` signature): uint8 images (N, H, W, 3) in [0, 255];
+* ``serve_float``: float32 images (N, H, W, 3) in [0, 255] (not [0, 1]: a non-black input whose largest value
+  is at most 1 is rejected with an error saying so).
+
+Both map to ``{"classes": p(c|x) (N, K), "attributes": p(att|x) (N, M)}`` (a database with one task: that output
+only; ``labels.json`` lists the outputs under ``outputs``); the normalisation to [-1, 1] happens inside.
+TensorFlow converts what is passed to ``serve`` to uint8 without a word (float faces in [0, 1] become black):
+:class:`ServingModel` refuses any other dtype. ``labels.json`` beside ``saved_model.pb`` names the classes and
+attributes in output order.
 """
 from __future__ import annotations
 
@@ -29,12 +34,26 @@ def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
         outputs = model(x, training=False)
         return dict(outputs)  # "classes" and/or "attributes", whichever heads the model has
 
+    def serve_float(images):
+        peak = tf.reduce_max(images)
+        check = tf.debugging.Assert(tf.logical_or(peak > 1.0, peak <= 0.0),
+                                    ["serve_float takes RGB in [0, 255]; this input's largest value is", peak,
+                                     "- multiply [0, 1] images by 255"])
+        with tf.control_dependencies([check]):
+            x = tf.identity(images) / 127.5 - 1.0
+        return dict(model(x, training=False))
+
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serve_float", serve_float,
+                         input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="images")])
     archive.write_out(str(path), verbose=False)
+    outputs = [name for name in ("classes", "attributes") if name in getattr(model, "heads", {"classes": 1})]
     labels = {"class_names": list(model.class_names), "attribute_names": list(model.attribute_names),
+              "outputs": outputs,
               "input": {"dtype": "uint8", "shape": [None, height, width, 3], "range": [0, 255],
-                        "normalisation": "x / 127.5 - 1 inside the model"}, **(extra or {})}
+                        "normalisation": "x / 127.5 - 1 inside the model",
+                        "float_endpoint": "serve_float: float32 in [0, 255]"}, **(extra or {})}
     (path / LABELS_FILE).write_text(json.dumps(labels, indent=2))
     return path
 
@@ -49,5 +68,9 @@ class ServingModel:
         self.labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
 
     def __call__(self, images_uint8) -> dict:
+        dtype = getattr(images_uint8, "dtype", None)
+        if dtype is None or np.dtype(getattr(dtype, "as_numpy_dtype", dtype)) != np.uint8:
+            raise ValueError(f"the exported model serves uint8 RGB faces in [0, 255], got dtype {dtype}; for "
+                             f"float images in [0, 255] use the serve_float endpoint")
         outputs = self._loaded.serve(tf.convert_to_tensor(images_uint8, tf.uint8))
         return {key: value.numpy() for key, value in outputs.items()}

@@ -74,14 +74,28 @@ def test_savedmodel_serves_uint8_with_tensorflow_alone(demo_data, tmp_path):
             "m = tf.saved_model.load(sys.argv[1])\n"
             "x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)\n"
             "o = m.serve(x)\n"
-            "print(json.dumps({k: list(v.shape) for k, v in o.items()}))\n")
+            "f = m.serve_float(x.astype(np.float32))\n"
+            "same = all(np.allclose(o[k].numpy(), f[k].numpy(), atol=1e-6) for k in o)\n"
+            "try:\n"
+            "    m.serve_float(x.astype(np.float32) / 255.0)\n"
+            "    refused = False\n"
+            "except tf.errors.InvalidArgumentError as e:\n"
+            "    refused = 'multiply' in str(e)\n"
+            "print(json.dumps({'shapes': {k: list(v.shape) for k, v in o.items()}, 'same': bool(same),\n"
+            "                  'refused': refused}))\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", code, str(out / "export")], capture_output=True, text=True,
                             cwd="/", env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    shapes = json.loads(result.stdout.strip().splitlines()[-1])
+    got = json.loads(result.stdout.strip().splitlines()[-1])
     labels = json.loads((out / "export" / "labels.json").read_text())
-    assert shapes == {"classes": [3, len(labels["class_names"])], "attributes": [3, len(labels["attribute_names"])]}
+    assert got["shapes"] == {"classes": [3, len(labels["class_names"])],
+                             "attributes": [3, len(labels["attribute_names"])]}
+    assert got["same"] and got["refused"]  # serve_float in [0, 255] = serve; [0, 1] floats are refused
+    assert labels["outputs"] == ["classes", "attributes"]
+    from dmtl.export import ServingModel
+    with pytest.raises(ValueError, match="uint8"):
+        ServingModel(out / "export")(np.zeros((1, 32, 32, 3), np.float32))
 
 
 def test_killed_training_resumes_from_last_epoch(demo_data, tmp_path):

@@ -243,6 +243,7 @@ def test_database_with_one_task_trains_saves_and_exports(tmp_path):
     export_serving(model, tmp_path / "export", 24)
     reloaded = tf.saved_model.load(str(tmp_path / "export"))
     assert set(reloaded.serve(np.zeros((2, 24, 24, 3), np.uint8))) == {"classes"}
+    assert json.loads((tmp_path / "export" / "labels.json").read_text())["outputs"] == ["classes"]
 
 
 def test_logged_losses_are_exact_masked_means_over_a_split():

@@ -338,6 +338,8 @@ class AdaShareArchitecture(Architecture):
     name = "adashare"
     shares_features = False
     own_backbone = True
+    option_names = ("epochs_search", "widths", "blocks_per_stage", "feature_dim", "sparsity_weight",
+                    "sharing_weight", "policy_lr", "tau", "seed")
 
     def build_model(self, spec: ModelSpec, policy=None, **stage):
         options = {k: v for k, v in self.options.items() if k != "epochs_search"}

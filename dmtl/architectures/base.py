@@ -29,6 +29,7 @@ class Architecture:
     name = "base"
     shares_features = True  # one representation for every task (MGDA-UB needs it)
     own_backbone = False  # builds its own backbone (the config's ``backbone`` does not apply)
+    option_names: tuple = ()  # the options it accepts (checked at config time)
 
     def __init__(self, **options):
         self.options = dict(options)

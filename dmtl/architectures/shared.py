@@ -8,6 +8,7 @@ from dmtl.models import build_backbone
 
 class Shared(Architecture):
     name = "shared"
+    option_names = ("widths", "feature_dim", "dropout", "standardise", "batchnorm", "pooling")  # small CNN's
 
     def build_model(self, spec: ModelSpec, **stage):
         backbone = build_backbone(spec.backbone, spec.input_shape, weights=spec.weights, **self.options)

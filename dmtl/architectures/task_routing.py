@@ -118,6 +118,7 @@ class TaskRoutingArchitecture(Architecture):
     name = "task_routing"
     shares_features = False
     own_backbone = True
+    option_names = ("sharing_ratio", "widths", "feature_dim", "seed")
 
     def build_model(self, spec: ModelSpec, **stage):
         options = {"seed": spec.seed, **self.options}

@@ -8,6 +8,7 @@ class LabelCompletion:
 
     name = "base"
     settings = ("st-classes", "st-attributes", "nc", "c")  # the settings it supports
+    option_names: tuple = ()  # the options it accepts (checked at config time)
 
     def __init__(self, **options):
         self.options = dict(options)

@@ -98,6 +98,7 @@ class StudentTeacher(LabelCompletion):
 
     name = "student_teacher"
     settings = ("nc",)
+    option_names = ("temperature",)
 
     def targets(self, context):
         path = context.run_dir / "soft_labels.npz"
