@@ -250,7 +250,7 @@ def _results(chunks, settings: Settings, detector_options: dict, workers: int):
         return
     context = multiprocessing.get_context("spawn")
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=init_worker,
-                                   initargs=(settings, detector_options))
+                                   initargs=(settings, detector_options, os.getpid()))
     window = collections.deque()
     queue = iter(chunks)
     try:

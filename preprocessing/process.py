@@ -143,10 +143,33 @@ _DETECTOR = None
 _SETTINGS: Settings | None = None
 
 
-def init_worker(settings: Settings, detector_options: dict) -> None:
-    """Builds this process's detector once (pool initializer, also used in-process)."""
+def watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Ends this worker as soon as its parent ``parent`` is gone (a killed build must not leave workers running):
+    a daemon thread watches ``os.getppid()``, which changes when the parent dies (any POSIX system). (Linux's
+    parent-death signal is not used: it fires when the spawning *thread* ends, which may be a pool thread.)"""
+    import os
+    import threading
+    import time
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(interval)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def init_worker(settings: Settings, detector_options: dict, parent: int | None = None) -> None:
+    """Builds this process's detector once (pool initializer, also used in-process); a pool worker also watches
+    its ``parent`` and ends when it is gone."""
     global _DETECTOR, _SETTINGS
     from dmtl.preprocessing.detectors import make_detector
+
+    if parent is not None:
+        watch_parent(parent)
 
     _SETTINGS = settings
     _DETECTOR = make_detector(settings.detector, **detector_options)

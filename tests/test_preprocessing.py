@@ -2,6 +2,9 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -449,3 +452,60 @@ def test_cli_builds_from_a_database_adapter(mixed_table, tmp_path, monkeypatch, 
     code = cli.main(["build", "--database", "jaffe", "--root", "/raw", "--out", str(out), "--detector", "none",
                      "--size", "96", "--workers", "0", "--no-progress"])
     assert code == 2 and "different arguments" in capsys.readouterr().err
+
+
+BUILD_SCRIPT = """
+import sys
+from dmtl.databases import demo, load_database
+from dmtl.preprocessing import build
+if __name__ == "__main__":
+    raw, out = sys.argv[1], sys.argv[2]
+    demo.generate(raw, n_train_classes=150, n_train_attributes=150, n_val=30, n_test=30, seed=0)
+    build(load_database("demo", raw), out, detector="mtcnn", size=64, workers=2, shard_size=20, progress=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list processes")
+def test_killed_build_leaves_no_worker_running(tmp_path):
+    """SIGKILL the build's main process while its two workers detect faces: no worker survives it."""
+    import signal
+
+    script = tmp_path / "build.py"
+    script.write_text(BUILD_SCRIPT)
+    log = open(tmp_path / "build.log", "w")  # a file, not a pipe: a full pipe would stall the build
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "raw"), str(tmp_path / "out")],
+                              stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "out").glob("*.tfrecord")):
+            time.sleep(0.5)  # the workers are up and have written a shard: they are mid-build
+        children = _children(parent.pid)
+        assert children, "the build started no worker"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_running(c) for c in children):
+        time.sleep(0.5)
+    alive = [c for c in children if _running(c)]
+    assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
