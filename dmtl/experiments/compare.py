@@ -49,9 +49,11 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
             rows.append(Row(SETTING_ROWS[setting], [(setting, {"setting": setting, "method": "ew"})]))
         elif setting.startswith("c-") and setting[2:] in RECIPES:
             recipe = setting[2:]
-            label = (f"C MT ({recipe}: {RECOMMENDED})" if recipe == "recommended" else
+            label = (f"C MT (recommended = {RECOMMENDED})" if recipe == "recommended" else
                      "C MT (as printed)" if recipe == "printed" else f"C MT ({recipe})")
-            rows.append(Row(label, [(setting, {"setting": "c", "method": "ew", "coupling_recipe": recipe})]))
+            # "recommended" is an alias: its runs are the chosen recipe's (run once when both rows are asked for)
+            chosen = RECOMMENDED if recipe == "recommended" else recipe
+            rows.append(Row(label, [(f"c-{chosen}", {"setting": "c", "method": "ew", "coupling_recipe": chosen})]))
         else:
             raise ValueError(f"unknown setting {setting!r} (st, nc, c, or c-RECIPE with RECIPE in {sorted(RECIPES)})")
     for method in methods:
