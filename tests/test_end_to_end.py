@@ -352,3 +352,22 @@ def test_class_subset_trains_and_a_fresh_process_evaluates_every_architecture(de
                               text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         assert json.loads((out / "metrics.json").read_text())["classes"]["count"] > 0
+
+
+def test_evaluate_help_says_an_export_runs_its_own_graph(capsys):
+    with pytest.raises(SystemExit):
+        evaluate.main(["--help"])
+    assert "trusted" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: ten\n")
+    assert train.main(["--database", "demo", "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train: epochs") and not (tmp_path / "r").exists()
+    assert train.main(["--database", "demo", "--out", str(tmp_path / "r"), "--set", "augment.flipp=true"]) == 2
+    assert "flipp" in capsys.readouterr().err
+    from dmtl.config import ConfigError
+    with pytest.raises(ConfigError):
+        train.main(["--database", "demo", "--out", str(tmp_path / "r"), "--config", str(bad), "--debug"])

@@ -98,7 +98,7 @@ def run(args) -> int:
     try:
         config = resolve_config(args)
         summary = train_run(config, args.out, verbose=verbose, force=args.force)
-    except (ConfigError, RunError, KeyError, FileNotFoundError) as error:
+    except (ConfigError, RunError, KeyError, ValueError, OSError) as error:
         return fail("train", error, args.debug)
     print(f"finished: {summary['run_dir']} ({summary['train_seconds']} s)")
     return 0
