@@ -3,11 +3,10 @@
 Backbones are registered by name in :data:`REGISTRY` as ``module:function``, each function taking
 ``(input_shape, weights=None, **options)``. Adding one is a module with such a function plus a registry line.
 """
-import importlib
-
 from dmtl.models.applications import application_backbone
 from dmtl.models.heads import TaskHead
 from dmtl.models.small_cnn import small_cnn
+from dmtl.registry import lookup
 
 REGISTRY = {
     "small": "dmtl.models.small_cnn:build",
@@ -21,10 +20,7 @@ BACKBONES = tuple(REGISTRY)
 
 def build_backbone(name: str, input_shape=(112, 112, 3), weights=None, **options):
     """Builds a registered backbone by name (``small``: a CPU-sized CNN; the others: ``keras.applications``)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(REGISTRY)}")
-    module, function = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), function)(input_shape, weights=weights, **options)
+    return lookup(REGISTRY, name, "backbone")(input_shape, weights=weights, **options)
 
 
 __all__ = ["BACKBONES", "REGISTRY", "TaskHead", "application_backbone", "build_backbone", "small_cnn"]

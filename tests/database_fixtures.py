@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_databases import (affectnet_row, make_affectnet, make_affwild2, make_cad, make_celeba, make_ckplus,
+from tests.test_databases import (affectnet_row, make_abaw4, make_affectnet, make_affwild2, make_cad, make_celeba, make_ckplus,
                                   make_cub, touch, write)
 
 
@@ -21,15 +21,6 @@ def _emotionet(root):
                                                              for i in range(12)))
     for i in range(12):
         touch(root / "img" / f"c{i}.jpg")
-
-
-def _abaw4(root):
-    write(root / "train.txt", "image,label\n" + "".join(f"syn/{i}.jpg,{i % 6}\n" for i in range(10)))
-    write(root / "val.txt", "real/a.jpg 5\nreal/b.jpg 3\n")
-    for i in range(10):
-        touch(root / "data" / "syn" / f"{i}.jpg")
-    touch(root / "data" / "real" / "a.jpg")
-    touch(root / "data" / "real" / "b.jpg")
 
 
 def _csv(root, name="annotations.csv"):
@@ -70,7 +61,7 @@ FIXTURES = {
                                                               text="train_00001.jpg 9\n")),
     "emotionet": (_emotionet, {}, _corrupt_labels("labels.csv", text="image,AU1\nimg/c1.jpg,7\n")),
     "affwild2": (make_affwild2, {}, None),
-    "abaw4lsd": (_abaw4, {"image_dir": "data", "val_fraction": 0.2}, _corrupt_labels("val.txt", text="real/a.jpg 9\n")),
+    "abaw4lsd": (make_abaw4, {"image_dir": "data", "val_fraction": 0.2}, _corrupt_labels("val.txt", text="real/a.jpg 9\n")),
     "celeba": (lambda r: make_celeba(r, [7] * 5 + [3] * 4 + [12] * 4), {},
                _corrupt_labels("list_attr_celeba.txt", text="2\nSmiling\n000001.jpg 5\n")),
     "cub": (make_cub, {}, _remove("classes.txt")),

@@ -232,13 +232,17 @@ def test_affwild2_errors(tmp_path):
 
 # --- ABAW4 LSD ----------------------------------------------------------------------------------------------------
 
-def test_abaw4_lsd(tmp_path):
-    write(tmp_path / "train.txt", "image,label\n" + "".join(f"syn/{i}.jpg,{i % 6}\n" for i in range(10)))
-    write(tmp_path / "val.txt", "real/a.jpg 5\nreal/b.jpg Happiness\nreal/gone.jpg 0\n")
+def make_abaw4(root, val_lines="real/a.jpg 5\nreal/b.jpg 3\n"):
+    write(root / "train.txt", "image,label\n" + "".join(f"syn/{i}.jpg,{i % 6}\n" for i in range(10)))
+    write(root / "val.txt", val_lines)
     for i in range(10):
-        touch(tmp_path / "data" / "syn" / f"{i}.jpg")
-    touch(tmp_path / "data" / "real" / "a.jpg")
-    touch(tmp_path / "data" / "real" / "b.jpg")
+        touch(root / "data" / "syn" / f"{i}.jpg")
+    touch(root / "data" / "real" / "a.jpg")
+    touch(root / "data" / "real" / "b.jpg")
+
+
+def test_abaw4_lsd(tmp_path):
+    make_abaw4(tmp_path, "real/a.jpg 5\nreal/b.jpg Happiness\nreal/gone.jpg 0\n")
     table = abaw4_lsd.load(tmp_path, image_dir="data", val_fraction=0.2)
     assert table.schema.class_names == ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
     assert table.skipped == {"no_image": 1}

@@ -5,7 +5,8 @@ selected by name (config ``architecture``, or the ``--method`` shorthand): ``sha
 """
 from __future__ import annotations
 
-import importlib
+from dmtl.registry import lookup
+
 
 from dmtl.architectures.base import Architecture, ModelSpec
 
@@ -18,10 +19,7 @@ REGISTRY = {
 
 def architecture_class(name: str):
     """The registered architecture class of ``name`` (imports its module only)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(REGISTRY)}")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(REGISTRY, name, "architecture")
 
 
 def get_architecture(name: str, **options) -> Architecture:

@@ -7,8 +7,9 @@ exactly; ``recommended`` is the reading chosen by the calibration rule in the RE
 """
 from __future__ import annotations
 
+from dmtl.registry import lookup
+
 import copy
-import importlib
 
 from dmtl.coupling.base import Coupling
 
@@ -45,10 +46,7 @@ RECIPES = {**CANDIDATES, "recommended": CANDIDATES[RECOMMENDED]}
 
 
 def coupling_class(name: str):
-    if name not in REGISTRY:
-        raise ValueError(f"unknown coupling {name!r}; choose from {sorted(REGISTRY)}")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(REGISTRY, name, "coupling")
 
 
 def get_coupling(name: str, **options) -> Coupling:

@@ -3,7 +3,8 @@
 the paper's) and ``student_teacher`` (S-T NC MT). Adding one is a module plus a line in :data:`REGISTRY`."""
 from __future__ import annotations
 
-import importlib
+from dmtl.registry import lookup
+
 
 from dmtl.label_completion.base import LabelCompletion
 
@@ -14,10 +15,7 @@ REGISTRY = {
 
 
 def completion_class(name: str):
-    if name not in REGISTRY:
-        raise ValueError(f"unknown label_completion {name!r}; choose from {sorted(REGISTRY)}")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(REGISTRY, name, "label_completion")
 
 
 def get_label_completion(name: str, **options) -> LabelCompletion:

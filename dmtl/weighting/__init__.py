@@ -1,8 +1,7 @@
 """Task weighting methods (how the task losses combine), one per module behind :class:`Weighting`, selected by
 name (config ``weighting``, or the ``--method`` shorthand). Adding one is a module plus a line in :data:`METHODS`."""
-import importlib
-
 from dmtl.weighting.base import Weighting
+from dmtl.registry import lookup
 
 METHODS = {
     "ew": "dmtl.weighting.ew:EqualWeighting",
@@ -16,10 +15,7 @@ REGISTRY = METHODS
 
 def weighting_class(name: str):
     """The registered weighting class of ``name`` (imports its module only)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown weighting {name!r}; choose from {sorted(METHODS)}")
-    module, cls = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return lookup(METHODS, name, "weighting")
 
 
 def get_weighting(name: str, **options) -> Weighting:
