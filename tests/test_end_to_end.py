@@ -371,3 +371,14 @@ def test_user_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_
     from dmtl.config import ConfigError
     with pytest.raises(ConfigError):
         train.main(["--database", "demo", "--out", str(tmp_path / "r"), "--config", str(bad), "--debug"])
+
+
+def test_cli_start_is_quiet_one_line_error_in_a_fresh_process(tmp_path):
+    """A misspelled database through the script, in a fresh process: exactly one line on stderr (no TensorFlow
+    start-up noise, no traceback), exit 2, no run folder."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "--database", "jafe", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "unknown database 'jafe'" in done.stderr and "jaffe" in done.stderr and not (tmp_path / "r").exists()

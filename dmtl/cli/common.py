@@ -7,9 +7,33 @@ import os
 import sys
 
 
-def quiet_tensorflow(verbose: bool = False) -> None:
-    """Silences TensorFlow's C++ start-up messages unless ``verbose`` (must run before TensorFlow is imported)."""
+def quiet_tensorflow(verbose: bool | None = None) -> None:
+    """Silences TensorFlow's C++ start-up messages (``--tf-logs`` on the command line brings them back).
+
+    Some are printed by C++ static initialisers before any logging setting applies, so TensorFlow is imported,
+    and its devices listed, with the process's stderr sent to a temporary file; if that fails, what it printed is
+    shown and the error raised. Must run before anything imports TensorFlow."""
+    import tempfile
+
+    verbose = "--tf-logs" in sys.argv if verbose is None else verbose
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
+    if verbose or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +42,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any setting, value read as YAML; dots nest (e.g. --set coupling.dm.weight=0.5); "
                              "repeatable, wins over --config")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--tf-logs", action="store_true", help="show TensorFlow's C++ start-up messages")
 
 
 def layers(args) -> tuple[dict, dict]:
