@@ -33,6 +33,8 @@ METHODS = {
     "st-t": ("ew", "shared", "student_teacher", "label_completion"),
 }
 AXES = ("weighting", "architecture", "label_completion")
+STRATEGIES = ("auto", "one-device", "mirrored")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # keys of configs written before the method axes and coupling objects, translated on load
 _LEGACY_DM = {"dm_target": "target", "dm_form": "form", "dm_relatedness": "relatedness"}
 
@@ -254,6 +256,9 @@ def validate(config: dict) -> None:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 kind is int and not float(value).is_integer()):
             raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
+        if config[key] not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {config[key]!r}")
     unknown = set(config["loss_weights"] or {}) - {"classes", "attributes"}
     if unknown:
         raise ConfigError(f"loss_weights: unknown task(s) {sorted(unknown)} (classes, attributes; coupling weights "

@@ -108,9 +108,11 @@ class MultiTaskModel(keras.Model):
             raise ValueError(f"task {missing[0]!r} has no labels in this database: train the other task alone "
                              f"(setting st-{'attributes' if missing[0] == 'classes' else 'classes'})")
         # a head per task the database has; single-task: the other head (if any) stays untrained
-        self.class_head = TaskHead(self.num_classes, "softmax", head_dropout, name="classes") if num_classes else None
-        self.attribute_head = (TaskHead(self.num_attributes, "sigmoid", head_dropout, name="attributes")
-                               if num_attributes else None)
+        # the heads compute in float32 under mixed precision (their probabilities feed logs and losses)
+        self.class_head = (TaskHead(self.num_classes, "softmax", head_dropout, name="classes", dtype="float32")
+                           if num_classes else None)
+        self.attribute_head = (TaskHead(self.num_attributes, "sigmoid", head_dropout, name="attributes",
+                                        dtype="float32") if num_attributes else None)
         for task, head in (("classes", self.class_head), ("attributes", self.attribute_head)):
             if head is not None:
                 head.trainable = task in tasks
@@ -243,7 +245,8 @@ class MultiTaskModel(keras.Model):
             features, predictions = self.forward(images, training=True)
             terms = self.loss_terms(y, predictions, counts)
             total, logs = self._total_loss(terms, tape, features)
-        gradients = tape.gradient(total, variables)
+            scaled = self.optimizer.scale_loss(total)  # float16 loss scaling (LossScaleOptimizer); else as is
+        gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
         logs.update(self.weighting.after_step(terms, tape=tape, features=features, model=self))
         del tape

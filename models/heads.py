@@ -12,8 +12,9 @@ class TaskHead(layers.Layer):
     def __init__(self, units: int, activation: str, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.units, self.activation, self.dropout_rate = units, activation, dropout
-        self.dropout = layers.Dropout(dropout) if dropout else None
-        self.dense = layers.Dense(units, name="logits")
+        # inner layers follow the head's own dtype policy (float32 under mixed precision), not the global one
+        self.dropout = layers.Dropout(dropout, dtype=self.dtype_policy) if dropout else None
+        self.dense = layers.Dense(units, name="logits", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.dense.build(input_shape)

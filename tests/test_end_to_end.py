@@ -382,3 +382,75 @@ def test_cli_start_is_quiet_one_line_error_in_a_fresh_process(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "unknown database 'jafe'" in done.stderr and "jaffe" in done.stderr and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_finite_losses_and_exports_float32(demo_data, tmp_path, precision):
+    out = tmp_path / precision
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "c",
+                       "--precision", precision, "--epochs", "1", *TINY]) == 0
+    with open(out / "history.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert all(np.isfinite(float(row[k])) for k in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"] == precision
+    import tensorflow as tf
+    loaded = tf.saved_model.load(str(out / "export"))  # keep it referenced while serving
+    served = loaded.serve(np.zeros((2, 32, 32, 3), np.uint8))
+    assert {v.dtype for v in served.values()} == {tf.float32}
+
+
+def test_float16_policy_wraps_the_optimizer_in_loss_scaling():
+    import keras
+
+    from dmtl.training.distribute import dtype_policy
+    from tests.conformance import build, partial_data
+
+    with dtype_policy("mixed_float16"):
+        model = build("ew", "shared")
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x, y = partial_data()
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and model.predict(x, verbose=0)["classes"].dtype == np.float32
+
+
+MIRRORED_TRAIN = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np
+sys.path.insert(0, sys.argv[1])
+from dmtl.cli import train
+data, out, strategy = sys.argv[2], sys.argv[3], sys.argv[4]
+code = train.main(["--database", "demo", "--data", data, "--out", out, "--setting", "c", "--strategy", strategy,
+                   "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "16", "--input-size", "32",
+                   "--set", "architecture_options.dropout=0", "--set", "augment=null", "--set", "monitor=null",
+                   "--set", "optimizer=sgd", "--lr", "0.1", "--verbose", "0"])
+assert code == 0, code
+model = keras.saving.load_model(f"{out}/model.keras")
+np.savez(f"{out}/weights.npz", *[w.numpy() for w in model.weights])
+print(json.load(open(f"{out}/summary.json"))["replicas"])
+"""
+
+
+def test_mirrored_strategy_from_the_command_line_equals_one_device(demo_data, tmp_path):
+    """train --strategy mirrored on two logical CPUs: after one step on the same global batch the weights equal
+    the one-device run's (the small CNN has no batch normalisation; dropout and augmentation off)."""
+    script = tmp_path / "mirrored_train.py"
+    script.write_text(MIRRORED_TRAIN)
+    weights = {}
+    for strategy, replicas in (("one-device", "1"), ("mirrored", "2")):
+        out = tmp_path / strategy
+        done = subprocess.run([sys.executable, str(script), str(REPO), str(demo_data), str(out), strategy],
+                              capture_output=True, text=True, timeout=600)  # a fresh process each
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == replicas
+        stored = np.load(out / "weights.npz")
+        weights[strategy] = [stored[k] for k in sorted(stored.files, key=lambda k: int(k.split("_")[1]))]
+    moved = max(float(np.abs(w).max()) for w in weights["one-device"])
+    assert moved > 0
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(weights["one-device"], weights["mirrored"]))
+    assert diff < 1e-5, diff

@@ -25,6 +25,8 @@ CONFIG_FLAGS = {
     "relatedness": "du2014 | affwild2 | empirical | FILE.csv",
     "backbone": "small | vgg16 | resnet50 | densenet121 | efficientnetb2",
     "weights": "pretrained backbone weights: imagenet (downloaded and cached as Keras does) or a local file",
+    "strategy": "auto | one-device | mirrored (the batch size is the global batch)",
+    "precision": "float32 | mixed_float16 | mixed_bfloat16",
 }
 TYPED_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "input_size": int, "steps_per_epoch": int,
                "fold": int, "seed": int}

@@ -25,6 +25,7 @@ from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
                                      NonFiniteLoss, ValidationScore)
 from dmtl.training.data import datasets
+from dmtl.training.distribute import distribute_training_data, dtype_policy, make_strategy
 from dmtl.training.plan import RunError, RunPlan, unlisted_classes
 from dmtl.training.predict import load_predictor, predict_split
 
@@ -124,12 +125,21 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
                            train_run=train_run, predict_train=predict_train, verbose=verbose)
     completion = get_label_completion(config["label_completion"], **config["label_completion_options"])
     targets = completion.targets(context)
-    train, val, steps = datasets(plan, targets)
-    context.train, context.val, context.steps = train, val, steps
-    stage, epochs = architecture.prepare(model_spec(plan), context)
-    model = build_model(plan, **stage)
-    model.steps_per_epoch = steps
-    model.compile(optimizer=make_optimizer(config), jit_compile=bool(config["jit_compile"]))
+    make_train, val, steps = datasets(plan, targets)
+    strategy = make_strategy(config["strategy"])
+    if config["batch_size"] % strategy.num_replicas_in_sync:
+        raise RunError(f"batch_size {config['batch_size']} (the global batch) is not a multiple of the "
+                       f"{strategy.num_replicas_in_sync} replicas")
+    train = distribute_training_data(make_train, strategy)
+    context.train, context.val, context.steps = (make_train() if strategy.num_replicas_in_sync > 1 else train,
+                                                 val, steps)
+    with strategy.scope(), dtype_policy(config["precision"]):
+        stage, epochs = architecture.prepare(model_spec(plan), context)
+        model = build_model(plan, **stage)
+        model.steps_per_epoch = steps
+        model.compile(optimizer=make_optimizer(config), jit_compile=bool(config["jit_compile"]))
+    log.info("training on %d replica(s) (%s), precision %s, global batch %d", strategy.num_replicas_in_sync,
+             type(strategy).__name__, config["precision"], config["batch_size"])
     non_finite = NonFiniteLoss()
     callbacks = [
         non_finite,
@@ -170,6 +180,8 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
                "label_completion": config["label_completion"],
                "couplings": [c.get_config() for c in model.couplings], "train_seconds": round(seconds, 1),
                "steps_per_epoch": steps, "epochs": config["epochs"], "input_size": plan.input_size,
+               "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+               "precision": config["precision"],
                "class_names": plan.class_names,
                "attribute_names": plan.attribute_names}
     write_json(summary_file, summary)
