@@ -141,8 +141,31 @@ def main(argv=None) -> int:
                       "databases) of min over tasks of (C - NC); none: printed"}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2))
-    print(json.dumps(decision, indent=2))
+    args.results.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
     return 0
+
+
+def markdown(report: dict) -> str:
+    """The calibration table: mean ± std over seeds per database, the worst-task gain over NC MT, the decision."""
+    databases = report["databases"]
+    head = " | ".join(f"{db}: classes | {db}: attributes" for db in databases)
+    lines = [f"Seeds {report['seeds']}; classes = accuracy, attributes = mean F1 at 0.5 (test split); "
+             f"mean ± std over seeds.", "", f"| recipe | {head} | mean worst-task gain vs NC | beats NC on both, "
+             f"every database |", "|---|" + "---|" * (2 * len(databases) + 2)]
+    for name in ["nc", *report["mean_worst_task_gain"]]:
+        cells = []
+        for db in databases:
+            row = report["tables"][db][name]
+            cells += [f"{row[t]:.3f} ± {row['std'][t]:.3f}" for t in ("classes", "attributes")]
+        gain = "–" if name == "nc" else f"{report['mean_worst_task_gain'][name]:+.3f}"
+        ok = "–" if name == "nc" else ("yes" if report["beats_nc_on_both"][name] else "no")
+        lines.append(f"| {'NC MT' if name == 'nc' else name} | {' | '.join(cells)} | {gain} | {ok} |")
+    chosen = report["recommended"]
+    lines += ["", f"Rule: {report['rule']}.", "",
+              f"Outcome: recommended = **{chosen}**" + ("" if report["qualified"] else
+                                                        " (no candidate qualified)") + "."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

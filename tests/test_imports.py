@@ -98,3 +98,37 @@ def test_no_package_import_cycle():
 def test_scan_finds_a_cycle():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _interpreters():
+    """Other CPython versions the package supports (3.10-3.13) found on this machine (pyenv or PATH)."""
+    import glob
+    import shutil
+    import subprocess
+    found = {}
+    for minor in (10, 12, 13):
+        candidates = [*sorted(glob.glob(str(Path.home() / ".pyenv" / "versions" / f"3.{minor}.*" / "bin" / "python"))),
+                      shutil.which(f"python3.{minor}")]
+        for candidate in candidates:
+            if candidate and subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+                found[minor] = candidate
+                break
+    return found
+
+
+def test_source_compiles_on_every_supported_python(tmp_path):
+    """Syntax of every module on Python 3.10-3.13 (those installed here; the suite itself runs on the machine's
+    Python). Compiled into a temporary folder, never beside the sources."""
+    import subprocess
+
+    import pytest
+    interpreters = _interpreters()
+    if not interpreters:
+        pytest.skip("no other Python 3.10-3.13 interpreter on this machine")
+    files = [str(p) for root in ROOTS.values() for p in root.rglob("*.py")]
+    script = ("import py_compile, sys\n"
+              "for i, f in enumerate(sys.argv[2:]):\n"
+              "    py_compile.compile(f, cfile=f'{sys.argv[1]}/{i}.pyc', doraise=True)\n")
+    for minor, python in interpreters.items():
+        done = subprocess.run([python, "-c", script, str(tmp_path), *files], capture_output=True, text=True)
+        assert done.returncode == 0, f"Python 3.{minor}: {done.stderr[-2000:]}"
