@@ -87,8 +87,12 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
     from dmtl.evaluation import evaluate_run
     from dmtl.training import run
 
+    import time
+
     out = Path(out)
     records = []
+    unique = {f"{name}-{'fold' if folds else 'seed'}{seed}" for seed in seeds for row in rows for name, _ in row.runs}
+    done, start = set(), time.time()
     for seed in seeds:
         for row in rows:
             merged = {"label": row.label, "seed": seed}
@@ -97,8 +101,12 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
                 config = config_lib.resolve(database, config_file,
                                             {**(extra or {}), **overrides, **fold, "seed": seed, "data": data})
                 run_dir = out / "runs" / f"{name}-{'fold' if folds else 'seed'}{seed}"
-                print(f"== {row.label} / {name} / seed {seed} -> {run_dir}", flush=True)
+                elapsed = time.time() - start
+                eta = (f", ETA {elapsed / len(done) * (len(unique) - len(done)) / 60:.1f} min" if done else "")
+                print(f"== [{len(done) + (run_dir.name not in done)}/{len(unique)}] {row.label} / {name} / "
+                      f"seed {seed} -> {run_dir} ({elapsed / 60:.1f} min{eta})", flush=True)
                 run(config, run_dir, verbose=verbose)
+                done.add(run_dir.name)
                 result = evaluate_run(run_dir, split="test")
                 for task in ("classes", "attributes"):
                     if task in result:
