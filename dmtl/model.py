@@ -120,6 +120,8 @@ class MultiTaskModel(keras.Model):
         # scalars of the weighting method (e.g. task weights) and of subclasses, averaged over the epoch
         self._trackers.update({name: keras.metrics.Mean(name=name)
                                for name in [*self.weighting.log_names(self), *self.extra_log_names()]})
+        # class labels >= K inside a compiled step cannot raise: they are masked and counted here (logged)
+        self._invalid_labels = keras.metrics.Sum(name="invalid_class_labels")
         self._task_metrics = {"classes": [], "attributes": []}
         if "classes" in tasks:
             self._task_metrics["classes"] = [m(self.num_classes, name=f"classes_{m.score}") for m in
@@ -185,6 +187,9 @@ class MultiTaskModel(keras.Model):
         ``counts``: a dict filled with each term's number of contributing images over all replicas (the weight
         of the step in the epoch's mean, so logged losses are exact masked means over a whole split)."""
         terms = {}
+        if counts is not None and "classes" in y and len(y["classes"].shape) == 1:
+            counts["invalid_class_labels"] = ops.sum(ops.cast(ops.convert_to_tensor(y["classes"]) >= max(
+                self.num_classes, 1), "float32"))
         if "classes" in self.tasks and "classes" in y:
             terms["classes"] = self._global_mean(losses.masked_categorical_crossentropy_terms(
                 y["classes"], predictions["classes"], self.label_smoothing), counts, "classes")
@@ -269,6 +274,8 @@ class MultiTaskModel(keras.Model):
         replica holds its share of a global mean; the replicas' trackers are summed, hence the factor."""
         replicas = num_replicas()
         counts = counts or {}
+        if "invalid_class_labels" in counts:
+            self._invalid_labels.update_state(counts["invalid_class_labels"])
         self._trackers["loss"].update_state(total * replicas, sample_weight=counts.get("loss"))
         for name, value in terms.items():
             self._trackers[f"{name}_loss"].update_state(value * replicas, sample_weight=counts.get(name))
@@ -283,7 +290,8 @@ class MultiTaskModel(keras.Model):
 
     @property
     def metrics(self):
-        return [*self._trackers.values(), *self._task_metrics["classes"], *self._task_metrics["attributes"]]
+        return [*self._trackers.values(), self._invalid_labels, *self._task_metrics["classes"],
+                *self._task_metrics["attributes"]]
 
     # ------------------------------------------------------------------ serialisation
     def get_config(self):

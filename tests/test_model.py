@@ -291,3 +291,16 @@ def test_masked_rows_cannot_inject_nan_and_labels_out_of_range_raise():
     # inside a graph the out-of-range label is masked, not counted as a labelled image with zero loss
     value = in_graph(tf.constant([7, 0]), tf.constant(np.full((2, 7), 1 / 7, np.float32)))
     assert float(value) == pytest.approx(np.log(7), rel=1e-5)
+
+
+def test_out_of_range_labels_in_a_compiled_step_are_masked_and_counted():
+    keras.utils.set_random_seed(0)
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    x, y = partial_data(n=16)
+    y["classes"][:3] = [7, 9, 12]  # beyond the 7 classes
+    logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    assert logs["invalid_class_labels"] == 3
+    clean = dict(y, classes=np.where(y["classes"] >= 7, -1, y["classes"]))
+    assert logs["classes_loss"] == pytest.approx(
+        model.evaluate(x, clean, batch_size=8, verbose=0, return_dict=True)["classes_loss"], rel=1e-6)

@@ -154,9 +154,13 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
         EpochSummary(epochs),
     ]
     start = time.time()
-    model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-              verbose=verbose)
+    history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                        verbose=verbose).history
     seconds = time.time() - start
+    invalid = sum(history.get("invalid_class_labels", [])) + sum(history.get("val_invalid_class_labels", []))
+    if invalid:
+        log.warning("%d class label(s) were beyond the %d classes and were masked (see invalid_class_labels in "
+                    "history.csv)", int(invalid), len(plan.class_names))
     if non_finite.where is not None:
         epoch, batch, value = non_finite.where
         raise RunError(f"the loss became {value} at epoch {epoch}, batch {batch}: training stopped and nothing "
