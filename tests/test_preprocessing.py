@@ -509,3 +509,30 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_build_and_describe_take_config_and_set_with_one_grammar(mixed_table, tmp_path, monkeypatch, capsys):
+    import dmtl.databases
+    from dmtl.cli import build as cli
+    from dmtl.cli import describe
+
+    seen = {}
+
+    def load_database(name, root, **options):
+        seen.update(name=name, root=root, options=options)
+        return mixed_table
+
+    monkeypatch.setattr(dmtl.databases, "load_database", load_database, raising=False)
+    settings = tmp_path / "build.yaml"
+    settings.write_text("database: jaffe\nroot: /raw\ndetector: none\nsize: 48\noption: {fold: 1}\n")
+    out = tmp_path / "data"
+    assert cli.main(["build", "--config", str(settings), "--out", str(out), "--set", "workers=0",
+                     "--set", "option.aligned=true", "--set", "image_format=png", "--no-progress"]) == 0
+    assert seen["options"] == {"fold": 1, "aligned": True}
+    assert json.loads((out / "dataset.json").read_text())["image_size"] == [48, 48]
+    assert cli.main(["build", "--config", str(settings), "--out", str(out), "--set", "sizee=3"]) == 2
+    assert "sizee" in capsys.readouterr().err
+    monkeypatch.setattr(describe, "load_database", load_database)
+    assert describe.main(["describe", "--set", "database=jaffe", "--set", "root=/raw",
+                          "--option", "fold=[1, 2]"]) == 0
+    assert seen["options"] == {"fold": [1, 2]}
