@@ -35,8 +35,6 @@ METHODS = {
 AXES = ("weighting", "architecture", "label_completion")
 STRATEGIES = ("auto", "one-device", "mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-# keys of configs written before the method axes and coupling objects, translated on load
-_LEGACY_DM = {"dm_target": "target", "dm_form": "form", "dm_relatedness": "relatedness"}
 
 
 class ConfigError(ValueError):
@@ -117,25 +115,13 @@ def expand_method(layer: dict, source: str = "config") -> dict:
 def upgrade_legacy(layer: dict) -> dict:
     """Translates keys of earlier configs (``coupling: [dm, sca]`` with ``dm_*``/``sca_direction`` keys, coupling
     weights in ``loss_weights``) into the current ``coupling`` mapping with ``coupling_recipe: printed``."""
-    legacy = [k for k in (*_LEGACY_DM, "dm_normalise", "sca_direction") if k in layer]
+    from dmtl.coupling import LEGACY_KEYS, pop_legacy_options
+
     weights = layer.get("loss_weights") or {}
-    if not legacy and not ({"dm", "sca"} & set(weights)):
+    if not set(LEGACY_KEYS) & set(layer) and not {"dm", "sca"} & set(weights):
         return layer
     layer = dict(layer)
-    coupling = {"dm": {}, "sca": {}}
-    for old, new in _LEGACY_DM.items():
-        if old in layer:
-            coupling["dm"][new] = layer.pop(old)
-    if "dm_normalise" in layer:
-        coupling["dm"]["scale"] = "mean" if layer.pop("dm_normalise") else "sum"
-    if "sca_direction" in layer:
-        coupling["sca"]["direction"] = layer.pop("sca_direction")
-    weights = dict(weights)
-    for name in ("dm", "sca"):
-        if name in weights:
-            coupling[name]["weight"] = float(weights.pop(name))
-    if "loss_weights" in layer:
-        layer["loss_weights"] = weights
+    coupling = pop_legacy_options(layer)
     names = layer.get("coupling")
     if isinstance(names, list):  # exactly these couplings
         layer["coupling"] = {n: (coupling.get(n, {}) if n in names else False) for n in ("dm", "sca")}

@@ -28,24 +28,15 @@ from dmtl.weighting.distribute import num_replicas, replica_sum
 
 TASKS = ("classes", "attributes")
 DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0}
-_LEGACY_COUPLING_KEYS = ("coupling", "dm_target", "dm_form", "dm_normalise", "dm_relatedness", "sca_direction")
+_LEGACY_COUPLING_KEYS = ("coupling", *coupling_lib.LEGACY_KEYS)
 
 
 def legacy_couplings(options: dict) -> list:
     """Couplings from the keyword arguments of models saved before couplings were objects (``coupling=["dm"]``,
     ``dm_*``, ``sca_direction``, coupling weights in ``loss_weights``); removes those keys from ``options``."""
     names = options.pop("coupling", None) or ()
-    dm = {"target": options.pop("dm_target", "printed"), "form": options.pop("dm_form", "positive"),
-          "scale": "mean" if options.pop("dm_normalise", False) else "sum",
-          "relatedness": options.pop("dm_relatedness", "weights")}
-    sca = {"direction": options.pop("sca_direction", "printed")}
-    weights = dict(options.get("loss_weights") or {})
-    for name in ("dm", "sca"):
-        if name in weights:
-            (dm if name == "dm" else sca)["weight"] = float(weights.pop(name))
-    if options.get("loss_weights") is not None:
-        options["loss_weights"] = weights
-    return [coupling_lib.get_coupling(name, **(dm if name == "dm" else sca)) for name in names]
+    given = coupling_lib.pop_legacy_options(options)
+    return [coupling_lib.get_coupling(name, **given[name]) for name in names]
 
 
 @keras.saving.register_keras_serializable(package="dmtl")

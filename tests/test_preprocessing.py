@@ -430,17 +430,20 @@ def test_worker_processes_give_the_same_output(mixed_table, tmp_path):
     assert tree_bytes(a) == tree_bytes(b)
 
 
+def fake_loader(table, seen: dict):
+    """A stand-in for ``load_database`` that records its arguments and returns ``table``."""
+    def load_database(name, root, **options):
+        seen.update(name=name, root=root, options=options)
+        return table
+    return load_database
+
+
 def test_cli_builds_from_a_database_adapter(mixed_table, tmp_path, monkeypatch, capsys):
     import dmtl.databases
     from dmtl.cli import build as cli
 
     seen = {}
-
-    def load_database(name, root, **options):
-        seen.update(name=name, root=root, options=options)
-        return mixed_table
-
-    monkeypatch.setattr(dmtl.databases, "load_database", load_database, raising=False)
+    monkeypatch.setattr(dmtl.databases, "load_database", fake_loader(mixed_table, seen), raising=False)
     out = tmp_path / "data"
     code = cli.main(["build", "--database", "jaffe", "--root", "/raw", "--out", str(out), "--detector", "none",
                      "--size", "64", "--workers", "0", "--shard-size", "10", "--format", "png", "--no-progress",
@@ -517,11 +520,7 @@ def test_build_and_describe_take_config_and_set_with_one_grammar(mixed_table, tm
     from dmtl.cli import describe
 
     seen = {}
-
-    def load_database(name, root, **options):
-        seen.update(name=name, root=root, options=options)
-        return mixed_table
-
+    load_database = fake_loader(mixed_table, seen)
     monkeypatch.setattr(dmtl.databases, "load_database", load_database, raising=False)
     settings = tmp_path / "build.yaml"
     settings.write_text("database: jaffe\nroot: /raw\ndetector: none\nsize: 48\noption: {fold: 1}\n")

@@ -63,23 +63,17 @@ def overrides_from_args(args) -> dict:
         out["data"] = args.data[0] if len(args.data) == 1 else args.data
     out["jit_compile"] = args.jit_compile
     coupling = {}
-    if args.coupling is not None:
-        names = [c.strip() for c in args.coupling.split(",") if c.strip() and c.strip() != "none"]
-        coupling = {name: {} for name in names}
-        if args.coupling.strip() in ("", "none"):
-            out["coupling"] = []
-    for flag, (name, option) in COUPLING_FLAGS.items():
-        if getattr(args, flag) is not None:
-            coupling.setdefault(name, {})[option] = getattr(args, flag)
-    if args.dm_normalise:
-        coupling.setdefault("dm", {})["scale"] = "mean"
+    if args.coupling is not None:  # exactly the named couplings (with the recipe's options); none = no coupling
+        from dmtl.coupling import REGISTRY
+        named = {c.strip() for c in args.coupling.split(",") if c.strip() not in ("", "none")}
+        coupling = {name: ({} if name in named else False) for name in sorted({*REGISTRY, *named})}
+    flags = {**{v: getattr(args, k) for k, v in COUPLING_FLAGS.items()},
+             ("dm", "scale"): "mean" if args.dm_normalise else None}
+    for (name, option), value in flags.items():
+        if value is not None:
+            coupling[name] = {**(coupling.get(name) or {}), option: value}
     if coupling:
-        if args.coupling is not None:  # exactly the named couplings
-            out["coupling"] = [*coupling] if not any(coupling.values()) else coupling
-            if any(coupling.values()):
-                out["coupling"] = {**{n: False for n in ("dm", "sca") if n not in coupling}, **coupling}
-        else:
-            out["coupling"] = coupling
+        out["coupling"] = coupling
     return out
 
 

@@ -65,6 +65,28 @@ def from_config(config) -> Coupling:
     return get_coupling(config.pop("name"), **config)
 
 
+# keys of configs and models saved before couplings were objects -> (coupling, option)
+LEGACY_KEYS = {"dm_target": ("dm", "target"), "dm_form": ("dm", "form"), "dm_relatedness": ("dm", "relatedness"),
+               "dm_normalise": ("dm", "scale"), "sca_direction": ("sca", "direction")}
+
+
+def pop_legacy_options(options: dict) -> dict:
+    """Removes the pre-object coupling keys (``dm_*``, ``sca_direction``, coupling weights inside
+    ``loss_weights``) from ``options`` and returns them as ``{coupling: {option: value}}`` (only those given)."""
+    out = {"dm": {}, "sca": {}}
+    for key, (name, option) in LEGACY_KEYS.items():
+        if key in options:
+            value = options.pop(key)
+            out[name][option] = ("mean" if value else "sum") if key == "dm_normalise" else value
+    if options.get("loss_weights"):
+        weights = dict(options["loss_weights"])
+        for name in out:
+            if name in weights:
+                out[name]["weight"] = float(weights.pop(name))
+        options["loss_weights"] = weights
+    return out
+
+
 def recipe(name: str) -> dict:
     """The ``{coupling name: options}`` of a named recipe."""
     if name not in RECIPES:
@@ -72,4 +94,4 @@ def recipe(name: str) -> dict:
     return copy.deepcopy(RECIPES[name])
 
 
-__all__ = ["CANDIDATES", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "recipe"]
+__all__ = ["CANDIDATES", "LEGACY_KEYS", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
