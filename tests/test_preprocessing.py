@@ -152,23 +152,52 @@ def test_unreadable_and_too_large_files(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- RetinaFace
 
 
-def test_retinaface_missing_weights_is_a_clear_error(tmp_path, monkeypatch):
+def _offline(monkeypatch):
+    """No network: every socket connection fails (as on a machine without internet)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_retinaface_weights_download_as_the_package_does_and_offline_is_a_clear_error(tmp_path, monkeypatch):
+    from retinaface.commons import weight_utils
+
     from dmtl.preprocessing.detectors import make_detector, resolve
-    from dmtl.preprocessing.detectors.retinaface import MissingWeightsError
+    from dmtl.preprocessing.detectors.retinaface import MissingWeightsError, require_weights
 
     monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
     expected = tmp_path / ".deepface" / "weights" / "retinaface.onnx"
+    _offline(monkeypatch)
     with pytest.raises(MissingWeightsError) as caught:
         make_detector("retinaface")
     message = str(caught.value)
-    assert str(expected) in message and "--retinaface-weights" in message and "retinaface.onnx" in message
+    assert str(expected) in message and "--detector-weights" in message and "download failed" in message
+    assert not expected.exists()  # no partial file left behind
     with pytest.raises(MissingWeightsError, match="nowhere.onnx"):
         resolve("retinaface", tmp_path / "nowhere.onnx")
-    assert resolve("auto") == "mtcnn"  # no weights: auto falls back to MTCNN
-    assert not (tmp_path / ".deepface").exists()  # nothing was downloaded or created
-    expected.parent.mkdir(parents=True)
-    expected.write_bytes(b"x")
+    assert resolve("auto") == "mtcnn"  # auto never downloads: no weights on disk -> MTCNN
+
+    calls = []
+
+    def fake_download(file_name, source_urls):  # the package's own routine, its URLs and its cache folder
+        calls.append((file_name, tuple(source_urls)))
+        expected.parent.mkdir(parents=True, exist_ok=True)
+        expected.write_bytes(b"weights")
+        return str(expected)
+
+    monkeypatch.setattr(weight_utils, "download_weights_if_necessary", fake_download)
+    assert require_weights() == expected
+    assert calls and calls[0][0] == "retinaface.onnx" and "deepface_models" in calls[0][1][0]
+    assert require_weights() == expected and len(calls) == 1  # cached: not fetched again
     assert resolve("auto") == "retinaface"
+    local = tmp_path / "mine.onnx"
+    local.write_bytes(b"x")
+    assert require_weights(local) == local  # a local path overrides the package's file
 
 
 def _random_retinaface_onnx(path: Path) -> Path:

@@ -39,8 +39,9 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--root", help="the database folder as published")
     b.add_argument("--out", help="data folder to write (or resume)")
     b.add_argument("--detector", choices=CHOICES, default="auto",
-                   help="auto: RetinaFace when its weights are on disk, else MTCNN; none: use the table's "
-                        "landmarks, else its boxes, else resize only (default: auto)")
+                   help="retinaface: the paper's detector (its weights download once, as retina-face does); "
+                        "auto: RetinaFace when its weights are already on disk, else MTCNN; none: use the "
+                        "table's landmarks, else its boxes, else resize only (default: auto)")
     b.add_argument("--size", type=int, default=112, help="output side in pixels (default 112)")
     b.add_argument("--workers", type=int, default=1,
                    help="detection processes, one core each; 0 = in this process (default 1)")
@@ -50,8 +51,9 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality (default 95)")
     b.add_argument("--face", dest="face_choice", choices=FACE_CHOICES, default="confident",
                    help="which face to keep when several are found (default: the most confident)")
-    b.add_argument("--retinaface-weights", default=None,
-                   help="path of retinaface.onnx (default: $DEEPFACE_HOME/.deepface/weights/retinaface.onnx)")
+    b.add_argument("--detector-weights", "--retinaface-weights", dest="detector_weights", default=None,
+                   metavar="PATH", help="local retinaface.onnx instead of retina-face's own download and cache "
+                                        "($DEEPFACE_HOME/.deepface/weights/retinaface.onnx)")
     b.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
                    help="images larger than this are recorded as too_large (default 50)")
     b.add_argument("--detect-max-side", type=int, default=1280,
@@ -69,6 +71,7 @@ def apply_settings(args) -> None:
     options = dict(args.option)
     for layer in (file_layer, set_layer):
         for key, value in layer.items():
+            key = "detector_weights" if key == "retinaface_weights" else key
             if key in ("option", "options") and isinstance(value, dict):
                 options.update(value)
             elif key in ("config", "set_items", "debug", "command") or not hasattr(args, key):
@@ -93,7 +96,7 @@ def run(args) -> int:
         table = load_database(args.database, args.root, **args.option)
         build(table, args.out, detector=args.detector, size=args.size, workers=args.workers,
               shard_size=args.shard_size, image_format=args.image_format, jpeg_quality=args.jpeg_quality,
-              face_choice=args.face_choice, retinaface_weights=args.retinaface_weights,
+              face_choice=args.face_choice, retinaface_weights=args.detector_weights,
               max_pixels=int(args.max_megapixels * 1e6), detect_max_side=args.detect_max_side,
               database=args.database, progress=not args.no_progress)
     except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """Face detectors behind one interface (:class:`Detector`), built by name from a lazy registry.
 
 Adding a detector: one module with a :class:`Detector` subclass and one line in :data:`REGISTRY`.
-``auto`` means RetinaFace when its weights are on disk, else MTCNN; ``none`` means no detector (see
+``auto`` means RetinaFace when its weights are already on disk (nothing is downloaded), else MTCNN;
+``retinaface`` fetches its weights as the retina-face package does when they are not; ``none`` means no detector (see
 :mod:`preprocessing.process`).
 """
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 ``retina-face`` 0.0.19 picks its engine from ``DEEPFACE_BACKEND_ENGINE`` at import time; its TensorFlow engine
 would need tf-keras and switch the whole process to legacy Keras, so this module sets the variable to ``onnx``
-before importing it. The package would download ``retinaface.onnx`` into ``$DEEPFACE_HOME/.deepface/weights/``
-(``DEEPFACE_HOME`` defaults to the home folder) on first use; here nothing is downloaded: the weights come from
-``weights=PATH`` (``--retinaface-weights``) or from that folder, and their absence is a
-:class:`MissingWeightsError` that says where to put the file.
+before importing it. The weights load as the package loads them: ``retinaface.onnx`` is downloaded once by the
+package's own ``download_weights_if_necessary`` into ``$DEEPFACE_HOME/.deepface/weights/`` (``DEEPFACE_HOME``
+defaults to the home folder) and reused from there. ``weights=PATH`` (``--detector-weights``) overrides it with a
+local file. When the download fails (no network), :class:`MissingWeightsError` says where to put the file.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ ENGINE_VARIABLE = "DEEPFACE_BACKEND_ENGINE"
 
 
 class MissingWeightsError(FileNotFoundError):
-    """The RetinaFace ONNX weights are not on disk (they are never downloaded)."""
+    """The RetinaFace ONNX weights are neither on disk nor downloadable."""
 
 
 def default_weights_path() -> Path:
@@ -31,22 +31,47 @@ def default_weights_path() -> Path:
 
 
 def find_weights(weights=None) -> Path | None:
-    """The weights file to use (``weights`` if given, else the package's folder), or None when absent."""
+    """The weights file on disk (``weights`` if given, else the package's cache), or None; never downloads."""
     path = Path(weights).expanduser() if weights else default_weights_path()
     return path if path.is_file() else None
 
 
-def require_weights(weights=None) -> Path:
-    """Like :func:`find_weights` but raises :class:`MissingWeightsError` naming the exact file to provide."""
-    path = find_weights(weights)
+def _download() -> Path:
+    """retina-face's own download (its URLs, its cache folder, its partial-file cleanup)."""
+    import_retinaface()
+    from retinaface.commons import weight_utils
+    from retinaface.model.retinaface_onnx_model import WEIGHTS_URLS
+
+    return Path(weight_utils.download_weights_if_necessary(file_name=WEIGHTS_FILE, source_urls=WEIGHTS_URLS))
+
+
+def require_weights(weights=None, download: bool = True) -> Path:
+    """The weights file: ``weights`` (must exist), else the package's cached file, else (``download``) fetched
+    once by the package; raises :class:`MissingWeightsError` naming the exact file to provide."""
+    if weights:
+        path = Path(weights).expanduser()
+        if path.is_file():
+            return path
+        raise MissingWeightsError(f"RetinaFace weights not found at {path} (--detector-weights): give the path of "
+                                  f"'{WEIGHTS_FILE}', or leave the option out to use retina-face's own download")
+    path = find_weights()
     if path is not None:
         return path
-    wanted = Path(weights).expanduser() if weights else default_weights_path()
+    cause = "downloads are off"
+    if download:
+        try:
+            path = _download()
+        except Exception as error:  # the package raises ValueError; requests/gdown may raise others offline
+            cause = f"the download failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        else:
+            if path.is_file():
+                return path
+            cause = "the download left no file"
     raise MissingWeightsError(
-        f"RetinaFace weights not found at {wanted}. Nothing is downloaded at run time: put the ONNX RetinaFace "
-        f"(ResNet-50) weights used by retina-face 0.0.19, the file '{WEIGHTS_FILE}' (release v1.0 of "
-        f"serengil/deepface_models), at {default_weights_path()} (the folder follows $DEEPFACE_HOME), or pass "
-        f"--retinaface-weights /path/to/{WEIGHTS_FILE}. Or use --detector mtcnn, which ships its weights.")
+        f"RetinaFace weights '{WEIGHTS_FILE}' are not at {default_weights_path()} and {cause}. retina-face "
+        f"downloads them from its release (serengil/deepface_models v1.0) on first use; without network, copy "
+        f"the file there (the folder follows $DEEPFACE_HOME) or pass --detector-weights /path/to/{WEIGHTS_FILE}. "
+        f"Or use --detector mtcnn, which ships its weights.")
 
 
 def import_retinaface():
