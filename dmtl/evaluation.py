@@ -30,7 +30,8 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
     batch_size = batch_size or config["batch_size"]
     size = input_size(run_dir, config)
     unlisted = unlisted_classes(config)
-    outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size, unlisted)
+    outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size, unlisted,
+                                   config.get("fold"))
     tasks = config_lib.SETTING_TASKS[config["setting"]]
     result = {"run": str(run_dir), "split": split, "model": model, "setting": config["setting"],
               "database": config["database"]}
@@ -45,7 +46,7 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                                    "mean_probability": outputs["attributes"].mean(0).round(4).tolist()}
         if split != "val":
             val_out, val_labels = predict_split(predict, dirs, "val", class_names, attribute_names, batch_size, size,
-                                                unlisted)
+                                                unlisted, config.get("fold"))
             thresholds = metrics.best_thresholds(val_labels["attributes"], val_out["attributes"])
             tuned = metrics.attribute_metrics(labels["attributes"], outputs["attributes"], thresholds)
             result["attributes_val_thresholds"] = {

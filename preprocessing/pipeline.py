@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dmtl.data import records
-from dmtl.databases.base import SPLITS, AnnotationTable
+from dmtl.databases.base import FOLD_PREFIX, SPLITS, AnnotationTable, fold_columns
 from dmtl.preprocessing import manifest
 from dmtl.preprocessing.detectors import resolve
 from dmtl.preprocessing.images import MAX_PIXELS
@@ -305,13 +305,40 @@ def _write_dataset_json(table, out_dir: Path, shards: list[Shard], frame, settin
                              "class_labelled": int((in_split & classes).sum()),
                              "attribute_labelled": int((in_split & attributes).sum())}
     counts = {status: int(n) for status, n in frame["status"].value_counts().items()}
+    folds = _write_folds(table, out_dir, ok, classes, attributes)
     payload = {"format": records.FORMAT, "schema": table.schema.to_dict(),
                "image_size": [settings.size, settings.size], "image_format": settings.image_format,
                "detector": settings.detector, "splits": splits, "manifest": manifest.MANIFEST_CSV,
                "status_counts": counts, "skipped_by_adapter": {k: int(v) for k, v in table.skipped.items()}}
+    if folds:
+        payload["folds"] = folds
     records.write_json_atomic(out_dir / records.DATASET_JSON, payload)
     return {"status_counts": counts, "skipped_by_adapter": payload["skipped_by_adapter"],
             "detector": settings.detector, "splits": {k: v["examples"] for k, v in splits.items()}}
+
+
+def _write_folds(table, out_dir: Path, ok, classes, attributes) -> dict | None:
+    """The table's cross-validation folds as data: ``folds.csv`` (``path`` = the example's ``path`` feature, one
+    column per fold with its split) for the written examples, and their counts per fold and split."""
+    columns = fold_columns(table.frame)
+    if not columns:
+        return None
+    frame = table.frame.loc[ok, ["image", *columns]]
+    duplicated = frame["image"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"image {frame['image'][duplicated].iloc[0]} appears twice: folds are chosen by image "
+                         f"path when reading, so paths must be unique")
+    out = frame.rename(columns={"image": "path", **{c: c[len(FOLD_PREFIX):] for c in columns}})
+    manifest.write_csv_atomic(out_dir / records.FOLDS_CSV, out)
+    per_fold = {}
+    for column in columns:
+        per_split = {}
+        for split in SPLITS:
+            in_split = (table.frame[column] == split).to_numpy() & ok
+            per_split[split] = {"examples": int(in_split.sum()), "class_labelled": int((in_split & classes).sum()),
+                                "attribute_labelled": int((in_split & attributes).sum())}
+        per_fold[column[len(FOLD_PREFIX):]] = per_split
+    return {"count": len(columns), "file": records.FOLDS_CSV, "splits": per_fold}
 
 
 def _log_summary(summary: dict, out_dir: Path, log) -> None:

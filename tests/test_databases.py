@@ -467,6 +467,9 @@ def test_ckplus(tmp_path):
     assert all(subjects_disjoint(t) for t in tests)
     assert sorted(s for t in tests for s in set(t.loc[t["split"] == "test", "subject"])) == \
         [f"S{s:03d}" for s in range(1, 7)]
+    for i, t in enumerate(tests):  # every table carries all folds as data; ``fold`` picks the default split
+        assert [c for c in t.columns if c.startswith("fold:")] == ["fold:0", "fold:1", "fold:2"]
+        assert (t["split"] == t[f"fold:{i}"]).all() and (t["fold:1"] == tests[0]["fold:1"]).all()
     with_neutral = ckplus.load(tmp_path, first_frame_neutral=True, aus="all").frame
     assert len(with_neutral) == 24 and (with_neutral["class_label"] == 0).sum() == 12
     assert list(with_neutral.columns[4:]) == ["AU1", "AU12", "AU62"]

@@ -13,17 +13,17 @@ def schema_of(data_dir) -> dict:
 
 
 def load_labels(data_dirs, split: str, class_names, attribute_names,
-                unlisted_classes: str = "error") -> tuple[np.ndarray, np.ndarray]:
+                unlisted_classes: str = "error", fold: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(N,) class labels and (N, M) attribute labels of a split over several folders, aligned by name exactly as
     the input pipeline aligns them (:class:`dmtl.data.reader.SourceSplit`), in evaluation order."""
     from dmtl.data.reader import SourceSplit
 
     all_classes, all_attributes = [], []
     for data_dir in data_dirs:
-        source = SourceSplit(data_dir, split, list(class_names), list(attribute_names), unlisted_classes)
+        source = SourceSplit(data_dir, split, list(class_names), list(attribute_names), unlisted_classes, fold)
         if not source.shards:
             continue
-        labels = tf.data.TFRecordDataset(source.shards).batch(4096).map(lambda s: source.align(s)[1])
+        labels = source.records().batch(4096).map(lambda s: source.align(s)[1])
         for batch in labels.as_numpy_iterator():
             all_classes.append(batch["classes"])
             all_attributes.append(batch["attributes"])
@@ -32,9 +32,10 @@ def load_labels(data_dirs, split: str, class_names, attribute_names,
     return np.concatenate(all_classes), np.concatenate(all_attributes)
 
 
-def count_labelled(data_dirs, split, class_names, attribute_names, unlisted_classes: str = "error") -> dict:
+def count_labelled(data_dirs, split, class_names, attribute_names, unlisted_classes: str = "error",
+                   fold: int | None = None) -> dict:
     """How many images of a split carry a class label, an attribute label, both, any."""
-    classes, attributes = load_labels(data_dirs, split, class_names, attribute_names, unlisted_classes)
+    classes, attributes = load_labels(data_dirs, split, class_names, attribute_names, unlisted_classes, fold)
     has_class, has_attr = classes >= 0, (attributes >= 0).any(axis=1)
     return {"images": int(len(classes)), "classes": int(has_class.sum()), "attributes": int(has_attr.sum()),
             "both": int((has_class & has_attr).sum()), "any": int((has_class | has_attr).sum())}

@@ -42,18 +42,23 @@ def source_dirs(data_dirs_or_sources) -> tuple[list[Path], list[float] | None]:
     return dirs, None
 
 
-def example_counts(data_dirs_or_sources) -> dict[str, int]:
-    """Examples per split (from dataset.json), summed over the folders."""
+def example_counts(data_dirs_or_sources, fold: int | None = None) -> dict[str, int]:
+    """Examples per split (from dataset.json), summed over the folders (of ``fold`` where a folder has folds)."""
     counts: dict[str, int] = {}
     for d in source_dirs(data_dirs_or_sources)[0]:
-        for split, entry in records.read_dataset_json(d)["splits"].items():
+        info = records.read_dataset_json(d)
+        entries = info["splits"]
+        if fold is not None and info.get("folds"):
+            entries = info["folds"]["splits"][str(check_fold(d, info, fold))]
+        for split, entry in entries.items():
             counts[split] = counts.get(split, 0) + int(entry.get("examples", 0))
     return counts
 
 
-def steps_per_epoch(data_dirs_or_sources, split: str, batch_size: int, drop_remainder: bool = False) -> int:
+def steps_per_epoch(data_dirs_or_sources, split: str, batch_size: int, drop_remainder: bool = False,
+                    fold: int | None = None) -> int:
     """Batches in one pass over ``split``: floor (drop_remainder) or ceil of examples / batch_size, at least 1."""
-    n = example_counts(data_dirs_or_sources).get(split, 0)
+    n = example_counts(data_dirs_or_sources, fold).get(split, 0)
     return max(1, n // batch_size if drop_remainder else math.ceil(n / batch_size))
 
 
@@ -77,23 +82,56 @@ def _size(value) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
+def check_fold(data_dir, info: dict, fold) -> int:
+    """``fold`` as an int within the folder's folds (a clear error otherwise)."""
+    count = int(info["folds"]["count"])
+    if not 0 <= int(fold) < count:
+        raise ValueError(f"{data_dir}: fold {fold} out of range: the folder has folds 0..{count - 1}")
+    return int(fold)
+
+
+def fold_paths(data_dir, info: dict, fold: int, split: str) -> list[str]:
+    """Image paths of ``split`` in ``fold`` (from the folder's ``folds.csv``)."""
+    import pandas as pd
+
+    path = Path(data_dir) / info["folds"].get("file", records.FOLDS_CSV)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found, though {Path(data_dir) / records.DATASET_JSON} lists folds: "
+                                f"the folder is incomplete; rebuild it")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return frame.loc[frame[str(fold)] == split, "path"].tolist()
+
+
 class SourceSplit:
     """One data folder's split: shard paths, size and the name alignment to the requested label lists."""
 
-    def __init__(self, data_dir, split: str, class_names, attribute_names, unlisted_classes: str = "error"):
+    def __init__(self, data_dir, split: str, class_names, attribute_names, unlisted_classes: str = "error",
+                 fold: int | None = None):
         """``unlisted_classes``: what an image of a class the requested list lacks becomes: an ``error`` (class
         lists that disagree between sources), or ``missing`` (the user selected a subset of the classes: such an
-        image keeps its attribute labels and counts as class-unlabelled)."""
+        image keeps its attribute labels and counts as class-unlabelled).
+
+        ``fold``: the cross-validation fold whose ``split`` to read, for a folder built with folds (``folds.csv``):
+        every shard is read and the examples of the fold's split kept. A folder without folds has one fixed split
+        and ignores it (the run plan refuses a fold for such a folder unless its path named the fold)."""
         if unlisted_classes not in ("error", "missing"):
             raise ValueError(f"unlisted_classes must be 'error' or 'missing', not {unlisted_classes!r}")
         self.unlisted_classes = unlisted_classes
         self.dir = Path(data_dir)
         info = records.read_dataset_json(self.dir)
         schema = info["schema"]
-        entry = info["splits"].get(split, {})
         self.split = split
-        self.entry = entry
-        self.shards = [str(self.dir / s) for s in entry.get("shards", [])]
+        self.fold = None
+        self.keep_paths = None
+        if fold is not None and info.get("folds"):
+            self.fold = check_fold(self.dir, info, fold)
+            self.entry = info["folds"]["splits"][str(self.fold)].get(split, {})
+            listed = [s for name in info["splits"] for s in info["splits"][name].get("shards", [])]
+            self.shards = [str(self.dir / s) for s in listed] if self.entry.get("examples") else []
+            self.keep_paths = fold_paths(self.dir, info, self.fold, split)
+        else:
+            self.entry = info["splits"].get(split, {})
+            self.shards = [str(self.dir / s) for s in self.entry.get("shards", [])]
         self.image_size = _size(info.get("image_size"))
         self.source_classes = list(schema.get("class_names") or [])
         self.source_attributes = list(schema.get("attribute_names") or [])
@@ -105,6 +143,19 @@ class SourceSplit:
         # index = requested attribute -> source column, or the extra last column (all -1) when absent
         self.attribute_index = np.array([position.get(a, len(self.source_attributes)) for a in attribute_names],
                                         np.int64)
+
+    def select(self, serialized: tf.data.Dataset) -> tf.data.Dataset:
+        """Keeps the serialized examples of this split (all of them, unless a fold is chosen)."""
+        if self.keep_paths is None:
+            return serialized
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.keep_paths, tf.string), tf.ones(len(self.keep_paths), tf.int64)), default_value=0)
+        spec = {"path": tf.io.FixedLenFeature([], tf.string, default_value="")}
+        return serialized.filter(lambda s: table.lookup(tf.io.parse_single_example(s, spec)["path"]) > 0)
+
+    def records(self) -> tf.data.Dataset:
+        """The split's serialized examples in evaluation (shard) order."""
+        return self.select(tf.data.TFRecordDataset(self.shards))
 
     def size(self, require: str | None) -> int:
         key = {"classes": "class_labelled", "attributes": "attribute_labelled"}.get(require or "", "examples")
@@ -189,7 +240,7 @@ def _source_dataset(source: SourceSplit, *, training: bool, seed, shuffle_buffer
     if not source.shards:
         raise ValueError(f"{source.dir}: split {source.split!r} has no shards")
     if targets is not None:
-        images = tf.data.TFRecordDataset(source.shards).batch(PARSE_BATCH).map(
+        images = source.records().batch(PARSE_BATCH).map(
             lambda serialized: source.align(serialized)[0], num_parallel_calls=AUTOTUNE).unbatch()
         ds = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(targets))
         if training and shuffle_buffer and shuffle_buffer > 1:
@@ -197,10 +248,10 @@ def _source_dataset(source: SourceSplit, *, training: bool, seed, shuffle_buffer
         return ds.map(_decoder(source.image_size, target_size), num_parallel_calls=AUTOTUNE)
     if training:
         files = tf.data.Dataset.from_tensor_slices(source.shards).shuffle(len(source.shards), seed=seed)
-        serialized = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(source.shards), 8),
-                                      num_parallel_calls=AUTOTUNE, deterministic=True)
+        serialized = source.select(files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(source.shards), 8),
+                                                    num_parallel_calls=AUTOTUNE, deterministic=True))
     else:
-        serialized = tf.data.TFRecordDataset(source.shards)
+        serialized = source.records()
     shuffle = training and shuffle_buffer and shuffle_buffer > 1
     if shuffle and not cache:  # shuffle the small encoded records, decode after
         serialized = serialized.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -212,14 +263,16 @@ def _source_dataset(source: SourceSplit, *, training: bool, seed, shuffle_buffer
     ds = ds.map(_decoder(source.image_size, target_size), num_parallel_calls=AUTOTUNE)
     if cache:
         key = hashlib.sha1(str(source.dir.resolve()).encode()).hexdigest()[:10]
-        ds = ds.cache(f"{cache}.{source.split}.{source.dir.name}-{key}" if isinstance(cache, (str, Path)) else "")
+        split = source.split if source.fold is None else f"{source.split}-fold{source.fold}"
+        ds = ds.cache(f"{cache}.{split}.{source.dir.name}-{key}" if isinstance(cache, (str, Path)) else "")
         if shuffle:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return ds
 
 
 # ---------------------------------------------------------------- public API
-def load_split(data_dir, split: str, attribute_names=None, class_names=None, image_size=None) -> tf.data.Dataset:
+def load_split(data_dir, split: str, attribute_names=None, class_names=None, image_size=None,
+               fold: int | None = None) -> tf.data.Dataset:
     """Unbatched (uint8 image (H, W, 3), {"classes": int64, "attributes": float32 (M,)}) in shard order.
 
     ``attribute_names`` / ``class_names`` default to the folder's own schema; labels are aligned to them by name.
@@ -228,7 +281,7 @@ def load_split(data_dir, split: str, attribute_names=None, class_names=None, ima
         default_classes, default_attributes = default_names([data_dir])
         class_names = default_classes if class_names is None else class_names
         attribute_names = default_attributes if attribute_names is None else attribute_names
-    source = SourceSplit(data_dir, split, list(class_names), list(attribute_names))
+    source = SourceSplit(data_dir, split, list(class_names), list(attribute_names), fold=fold)
     return _source_dataset(source, training=False, seed=None, shuffle_buffer=0, require=None,
                            target_size=_size(image_size) or source.image_size, cache=False)
 
@@ -238,7 +291,7 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
                  augment=None, mixaugment=None, mixing=None, repeat: bool | None = None,
                  drop_remainder: bool | None = None, cache=False, require: str | None = None,
                  image_size=None, threads: int | None = None, targets=None,
-                 unlisted_classes: str = "error") -> tf.data.Dataset:
+                 unlisted_classes: str = "error", fold: int | None = None) -> tf.data.Dataset:
     """Batches of (float32 images in [-1, 1], {"classes", "attributes"}), prefetched.
 
     ``targets``: one ``{"classes": (N, K) or (N,), "attributes": (N, M)}`` per folder, replacing its labels
@@ -251,6 +304,7 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     images carrying that label; when None, training keeps images with any label and evaluation keeps all.
     ``cache``: True (memory) or a file prefix, caching decoded images. ``image_size``: target (H, W) (default
     the first folder's); ``threads``: a private tf.data thread pool of that size (and intra-op parallelism 1).
+    ``fold``: the cross-validation fold whose ``split`` is read, in folders built with folds.
     """
     from dmtl.data.augment import make_augmenter
     from dmtl.data.mixaugment import make_mixaugment
@@ -270,7 +324,7 @@ def make_dataset(data_dirs_or_sources, split: str, batch_size: int, training: bo
     class_names = list(default_classes if class_names is None else class_names)
     attribute_names = list(default_attributes if attribute_names is None else attribute_names)
 
-    sources = [SourceSplit(d, split, class_names, attribute_names, unlisted_classes) for d in dirs]
+    sources = [SourceSplit(d, split, class_names, attribute_names, unlisted_classes, fold) for d in dirs]
     if targets is not None and len(targets) != len(sources):
         raise ValueError(f"targets: one label set per data folder ({len(sources)}), got {len(targets)}")
     targets = targets or [None] * len(sources)

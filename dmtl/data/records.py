@@ -7,7 +7,9 @@ A data folder holds shards ``<split>-<index:05d>.tfrecord`` and ``dataset.json``
 
 Each example carries: ``image`` (encoded PNG/JPEG bytes, RGB), ``class_label`` (int64, -1 = missing),
 ``attributes`` (float list of length M, -1 = missing), ``source`` (database name), ``path`` (original image
-path) and ``subject``. Shards are written to a temporary name and renamed when complete, so a shard that
+path) and ``subject``. A database with cross-validation folds also has ``folds.csv`` (``path`` and one column
+per fold giving the example's split) and ``"folds": {"count", "file", "splits": {fold: {split: counts}}}`` in
+``dataset.json``: the shards hold every image once, and the fold is chosen when reading. Shards are written to a temporary name and renamed when complete, so a shard that
 exists is whole.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tensorflow as tf
 
 FORMAT = "dmtl-shards/1"
 DATASET_JSON = "dataset.json"
+FOLDS_CSV = "folds.csv"
 
 
 def shard_name(split: str, index: int) -> str:

@@ -10,7 +10,10 @@ An adapter reads a database exactly as its publisher distributes it and returns 
 - one float column per name in ``schema.attribute_names``: 1.0 / 0.0, ``MISSING`` (-1.0) where not annotated;
 - optional geometry: ``bbox_x, bbox_y, bbox_w, bbox_h`` (a box to crop, e.g. CUB, AffectNet) and
   ``landmarks`` (10 floats: left eye, right eye, nose, mouth left, mouth right as x,y in image pixels,
-  "left" meaning the subject's left as seen in the image's left half), used by preprocessing when given.
+  "left" meaning the subject's left as seen in the image's left half), used by preprocessing when given;
+- optional cross-validation folds: one column ``fold:K`` per fold (K = 0, 1, ...), each a split name per row
+  (CAD's 6 x 2 folds, CK+'s subject folds). ``split`` is then the default fold's. A build keeps them as data
+  (``folds.csv``), so one build serves every fold and the fold is chosen when reading (``--fold K``).
 """
 from __future__ import annotations
 
@@ -25,6 +28,17 @@ from dmtl.labels import MISSING
 SPLITS = ("train", "val", "test")
 RESERVED_COLUMNS = ("image", "split", "subject", "class_label", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "landmarks")
 BBOX_COLUMNS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
+FOLD_PREFIX = "fold:"
+
+
+def fold_column(fold: int) -> str:
+    return f"{FOLD_PREFIX}{int(fold)}"
+
+
+def fold_columns(frame: pd.DataFrame) -> list[str]:
+    """The ``fold:K`` columns of a table's frame, in fold order."""
+    return sorted((c for c in frame.columns if str(c).startswith(FOLD_PREFIX)),
+                  key=lambda c: int(str(c)[len(FOLD_PREFIX):]))
 
 
 class DatabaseFormatError(ValueError):
@@ -49,6 +63,7 @@ class LabelSchema:
         object.__setattr__(self, "class_names", tuple(self.class_names))
         object.__setattr__(self, "attribute_names", tuple(self.attribute_names))
         clash = set(self.attribute_names) & set(RESERVED_COLUMNS)
+        clash |= {a for a in self.attribute_names if a.startswith(FOLD_PREFIX)}
         if clash:
             raise ValueError(f"attribute names clash with reserved columns: {sorted(clash)}")
         for kind, names in (("class", self.class_names), ("attribute", self.attribute_names)):
@@ -96,6 +111,11 @@ class AnnotationTable:
             return np.zeros((len(self.frame), 0), np.float32)
         return self.frame[names].to_numpy(np.float32)
 
+    @property
+    def folds(self) -> int:
+        """How many cross-validation folds the table carries (0: one fixed split)."""
+        return len(fold_columns(self.frame))
+
     def split(self, name: str) -> "AnnotationTable":
         return AnnotationTable(self.schema, self.frame[self.frame["split"] == name].reset_index(drop=True),
                                dict(self.skipped))
@@ -133,8 +153,16 @@ def normalise_frame(frame: pd.DataFrame, schema: LabelSchema) -> pd.DataFrame:
         if bad.any():
             raise ValueError(f"{schema.name}: attribute {name} has value {values[bad][0]} (expected 0, 1 or -1) "
                              f"for image {frame['image'].iloc[int(np.argmax(bad))]}")
+    folds = fold_columns(frame)
+    if folds and [int(c[len(FOLD_PREFIX):]) for c in folds] != list(range(len(folds))):
+        raise ValueError(f"{schema.name}: fold columns must be fold:0 .. fold:{len(folds) - 1}, got {folds}")
+    for column in folds:
+        frame[column] = frame[column].astype(str)
+        bad_split = sorted(set(frame[column]) - set(SPLITS))
+        if bad_split:
+            raise ValueError(f"{schema.name}: unknown split names {bad_split} in {column}; expected {SPLITS}")
     columns = ["image", "split", "subject", "class_label", *schema.attribute_names]
-    columns += [c for c in (*BBOX_COLUMNS, "landmarks") if c in frame]
+    columns += [c for c in (*BBOX_COLUMNS, "landmarks") if c in frame] + folds
     return frame[columns].reset_index(drop=True)
 
 
@@ -178,6 +206,8 @@ def merge_tables(tables: list[AnnotationTable], name: str, class_names=None,
         for k, v in t.skipped.items():
             skipped[f"{t.schema.name}:{k}"] = v
     merged = pd.concat(frames, ignore_index=True)
+    for column in fold_columns(merged):  # a source without folds keeps its one split in every fold
+        merged[column] = merged[column].fillna(merged["split"])
     source = merged.pop("source")
     table = AnnotationTable(schema, merged, skipped)
     table.frame["source"] = source.to_numpy()

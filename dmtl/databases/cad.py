@@ -10,9 +10,10 @@ Published layout under ``root``::
 ``sleevelength_GT`` and ``neckline_GT`` are 3-class attributes and are not used. Every other file is a binary
 attribute coded 1 = no, 2 = yes (named by the file, e.g. ``pattern_floral``). Row i is image ``i:06d.jpg``.
 
-Splits follow the paper's 6 times 2-fold cross-validation: ``fold`` in 0..11; repetition r = fold // 2 shuffles the
+Splits follow the paper's 6 times 2-fold cross-validation, fold 0..11; repetition r = fold // 2 shuffles the
 images (seeded) into two halves, fold 2r trains on the first half and tests on the second, fold 2r+1 the reverse.
-A seeded ``val_fraction`` of the train half becomes val.
+A seeded ``val_fraction`` of the train half becomes val. The table carries all twelve folds (``fold:K`` columns),
+so one build serves every fold; ``fold`` only picks the default ``split``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pandas as pd
 import scipy.io
 
 from dmtl.databases import splits
-from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema
+from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema, fold_column
 from dmtl.databases.reading import count, existing_files, require_dir, require_file
 from dmtl.labels import MISSING
 
@@ -81,8 +82,11 @@ def load(root, fold: int = 0, val_fraction: float = 0.1, seed: int = 0) -> Annot
     frame = pd.DataFrame(attributes)
     frame["image"] = [(root / "images" / f"{i:06d}.jpg").as_posix() for i in range(1, n + 1)]
     frame["class_label"] = np.where(np.isnan(category), MISSING, category - 1).astype(np.int64)
-    split = half_split(n, fold, seed)
-    frame["split"] = splits.carve_val(split, val_fraction, [seed, fold])
+    if not 0 <= fold < FOLDS:
+        raise ValueError(f"fold must be in 0..{FOLDS - 1}, got {fold}")
+    for k in range(FOLDS):
+        frame[fold_column(k)] = splits.carve_val(half_split(n, k, seed), val_fraction, [seed, k])
+    frame["split"] = frame[fold_column(fold)]
     present = existing_files(frame["image"])
     skipped = {}
     count(skipped, "no_image", (~present).sum())

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dmtl.databases import splits
-from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema
+from dmtl.databases.base import AnnotationTable, DatabaseFormatError, LabelSchema, fold_column
 from dmtl.databases.reading import count, read_fields, require_dir, to_numbers
 from dmtl.labels import MISSING, au_name
 
@@ -83,6 +83,10 @@ def load(root, aus=DU_ET_AL_AUS, first_frame_neutral: bool = False, fractions=(0
     if folds is None:
         frame["split"] = splits.by_group(frame["subject"], fractions, seed)
     else:
-        split = np.where(splits.kfold_groups(frame["subject"], folds, fold, seed), "test", "train")
-        frame["split"] = splits.carve_val(split, val_fraction, seed, groups=frame["subject"])
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+        for k in range(folds):  # every fold kept as data: one build serves them all (--fold K when reading)
+            split = np.where(splits.kfold_groups(frame["subject"], folds, k, seed), "test", "train")
+            frame[fold_column(k)] = splits.carve_val(split, val_fraction, seed, groups=frame["subject"])
+        frame["split"] = frame[fold_column(fold)]
     return AnnotationTable(LabelSchema("ckplus", CLASS_NAMES, attribute_names), frame, skipped)

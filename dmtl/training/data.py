@@ -18,7 +18,7 @@ def datasets(plan, targets=None):
     if n_train == 0:
         raise RunError(f"no training images carry the labels setting {config['setting']!r} needs")
     common = dict(attribute_names=plan.attribute_names, class_names=plan.class_names, require=plan.require,
-                  image_size=plan.input_shape[:2], unlisted_classes=unlisted_classes(config))
+                  image_size=plan.input_shape[:2], unlisted_classes=unlisted_classes(config), fold=plan.fold)
     dirs = [str(d) for d in plan.dirs]
 
     def train():

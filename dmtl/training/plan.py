@@ -9,7 +9,7 @@ from pathlib import Path
 from dmtl import config as config_lib
 from dmtl import relatedness as relatedness_lib
 from dmtl.data import labels as data_labels
-from dmtl.data import records
+from dmtl.data import reader, records
 
 log = logging.getLogger("dmtl.train")
 
@@ -28,9 +28,22 @@ def data_dirs(config: dict) -> list[Path]:
         raise RunError(f"no --data for database {config['database']!r}: build it first with "
                        f"'dmtl build --database {config['database']} --root RAW_DIR --out DATA_DIR', "
                        f"then pass --data DATA_DIR")
-    dirs = [Path(str(d).format(fold=config["fold"])) for d in ([data] if isinstance(data, (str, Path)) else data)]
-    for d in dirs:
-        data_labels.schema_of(d)  # fails clearly if a folder is not a built data folder
+    given = [data] if isinstance(data, (str, Path)) else list(data)
+    dirs = [Path(str(d).format(fold=config["fold"])) for d in given]
+    for original, d in zip(given, dirs):
+        info = records.read_dataset_json(d)  # fails clearly if a folder is not a built data folder
+        fold = config["fold"]
+        if fold is None or "{fold}" in str(original):
+            continue  # no fold, or one folder per fold (the fold fixed at build time)
+        if not info.get("folds"):
+            raise RunError(f"--fold {fold}: {d} holds one fixed split (it was built without cross-validation "
+                           f"folds, or by an older dmtl). Rebuild it with 'dmtl build --database "
+                           f"{info['schema'].get('name', 'NAME')} ...' so that one build serves every fold, or "
+                           f"leave out --fold")
+        try:
+            reader.check_fold(d, info, fold)
+        except ValueError as error:
+            raise RunError(str(error)) from None
     return dirs
 
 
@@ -63,6 +76,11 @@ class RunPlan:
         return int(self.data_size[0]) if self.data_size else 112
 
     @property
+    def fold(self):
+        """The cross-validation fold the readers select in folders built with folds (None: fixed splits)."""
+        return self.config.get("fold")
+
+    @property
     def input_shape(self) -> tuple:
         return (self.input_size, self.input_size, 3)
 
@@ -88,7 +106,7 @@ class RunPlan:
         attribute_names = list(config["attributes"] or attribute_names)
         tasks = config_lib.SETTING_TASKS[config["setting"]]
         unlisted = unlisted_classes(config)
-        counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names, unlisted)
+        counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names, unlisted, config["fold"])
         couplings = config_lib.couplings_of(config)
         relatedness = None
         if couplings:
@@ -109,7 +127,7 @@ def build_relatedness(config, class_names, attribute_names, dirs):
     if name == "empirical":
         split = config["relatedness_split"]
         classes, attributes = data_labels.load_labels(dirs, split, class_names, attribute_names,
-                                                      unlisted_classes(config))
+                                                      unlisted_classes(config), config["fold"])
         both = (classes >= 0) & (attributes >= 0).any(axis=1)
         if not both.any():
             raise RunError(f"relatedness 'empirical' needs images labelled for both tasks, and no image of split "

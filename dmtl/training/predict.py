@@ -43,12 +43,13 @@ def load_predictor(run_dir: Path, kind: str):
 
 
 def predict_split(predict, dirs, split, class_names, attribute_names, batch_size, image_size=None,
-                  unlisted_classes="error"):
+                  unlisted_classes="error", fold=None):
     """Predictions and labels over a whole split, in the reader's deterministic evaluation order; images are
-    resized to ``image_size`` (H, W) when the data was built at another size."""
+    resized to ``image_size`` (H, W) when the data was built at another size; ``fold`` selects the split of that
+    cross-validation fold in folders built with folds."""
     dataset = reader.make_dataset([str(d) for d in dirs], split, batch_size, training=False,
                                   class_names=class_names, attribute_names=attribute_names, image_size=image_size,
-                                  unlisted_classes=unlisted_classes)
+                                  unlisted_classes=unlisted_classes, fold=fold)
     outputs, labels = {}, {"classes": [], "attributes": []}
     for images, y in dataset.as_numpy_iterator():
         for key, value in predict(images).items():

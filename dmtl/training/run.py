@@ -118,7 +118,7 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     def predict_train(sub_dir):
         predictor = load_predictor(sub_dir, "keras")[0]
         return [predict_split(predictor, [d], "train", plan.class_names, plan.attribute_names,
-                              config["batch_size"], plan.input_shape[:2], unlisted_classes(config))
+                              config["batch_size"], plan.input_shape[:2], unlisted_classes(config), plan.fold)
                 for d in plan.dirs]
 
     context = StageContext(run_dir, plan, int(config["epochs"]), make_optimizer=lambda: make_optimizer(config),
