@@ -98,3 +98,14 @@ def test_set_grammar():
         "a": 1, "b": {"c": ["x", "y"]}, "d": True, "e": 0.5, "f": "text"}
     with pytest.raises(ConfigError):
         config.parse_set(["novalue"])
+
+
+def test_every_option_of_every_subcommand_has_a_help_line():
+    import argparse
+
+    from dmtl.cli import parser
+
+    subcommands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [(name, action.option_strings or action.dest) for name, sub in subcommands.items()
+               for action in sub._actions if not action.help or not str(action.help).strip()]
+    assert len(subcommands) >= 5 and not missing, missing
