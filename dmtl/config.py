@@ -22,7 +22,7 @@ SETTING_TASKS = {"st-classes": ("classes",), "st-attributes": ("attributes",), "
                  "c": ("classes", "attributes")}
 # keys whose mappings merge key by key across layers
 NESTED = ("loss_weights", "primary_metrics", "weighting_options", "architecture_options",
-          "label_completion_options", "coupling", "method_options")
+          "label_completion_options", "coupling", "method_options", "auxiliary")
 # --method shorthand -> (weighting, architecture, label_completion, which axis takes method_options)
 METHODS = {
     "ew": ("ew", "shared", "none", "weighting"),
@@ -31,7 +31,12 @@ METHODS = {
     "tr": ("ew", "task_routing", "none", "architecture"),
     "adashare": ("ew", "adashare", "none", "architecture"),
     "st-t": ("ew", "shared", "student_teacher", "label_completion"),
+    "mtpsl": ("ew", "shared", "none", "auxiliary"),
+    "aal": ("ew", "shared", "none", "auxiliary"),
+    "jdl": ("ew", "jdl", "none", "architecture"),
 }
+# shorthands that switch on an auxiliary term (config ``auxiliary``; method_options become its options)
+METHOD_AUXILIARY = {"mtpsl": "mtpsl", "aal": "aal"}
 AXES = ("weighting", "architecture", "label_completion")
 STRATEGIES = ("auto", "one-device", "mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -107,7 +112,12 @@ def expand_method(layer: dict, source: str = "config") -> dict:
     *axes, options_axis = METHODS[method]
     for axis, value in zip(AXES, axes):
         layer.setdefault(axis, value)
-    if options:
+    if method in METHOD_AUXILIARY:
+        name = METHOD_AUXILIARY[method]
+        auxiliary = dict(layer.get("auxiliary") or {})
+        auxiliary[name] = {**(auxiliary.get(name) or {}), **(options or {})}
+        layer["auxiliary"] = auxiliary
+    elif options:
         layer[f"{options_axis}_options"] = {**(layer.get(f"{options_axis}_options") or {}), **options}
     return layer
 
@@ -191,10 +201,11 @@ def couplings_of(config: dict) -> list[dict]:
     adjusted by ``coupling``: a list names exactly the couplings on (with the recipe's options), a mapping
     overrides options per coupling (``{dm: {weight: 0.5}}``) and ``{sca: false}`` removes one. ``relatedness:
     auto`` for dm becomes ``indicator`` with du2014 (Eq. 2 as printed), ``weights`` otherwise."""
-    if config["setting"] != "c":
-        return []
     from dmtl import coupling as coupling_lib
 
+    auxiliary = auxiliary_of(config)
+    if config["setting"] != "c":
+        return auxiliary
     recipe = coupling_lib.recipe(config["coupling_recipe"])
     given = config.get("coupling")
     if given is None:
@@ -221,6 +232,33 @@ def couplings_of(config: dict) -> list[dict]:
         options = dict(options)
         if name == "dm" and options.get("relatedness", "auto") == "auto":
             options["relatedness"] = "indicator" if config["relatedness"] == "du2014" else "weights"
+        out.append({"name": name, **options})
+    return out + auxiliary
+
+
+def auxiliary_of(config: dict) -> list[dict]:
+    """The related methods' auxiliary terms switched on by ``auxiliary`` (``{mtpsl: {...}, aal: {pairs: ...}}``,
+    ``false`` removes one) as ``[{"name": ..., **options}]``; they need a multi-task setting (nc or c)."""
+    from dmtl import coupling as coupling_lib
+
+    given = config.get("auxiliary") or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"auxiliary: expected a mapping of term names to options, got {given!r}")
+    out = []
+    for name, options in given.items():
+        if options is False:
+            continue
+        if options is None or options is True:
+            options = {}
+        if not isinstance(options, dict):
+            raise ConfigError(f"auxiliary.{name}: expected a mapping of options, true or false, got {options!r}")
+        cls = coupling_lib.coupling_class(name)
+        if not cls.auxiliary:
+            raise ConfigError(f"auxiliary: {name!r} is a coupling of the paper, set by coupling_recipe / coupling "
+                              f"in setting c (auxiliary terms: "
+                              f"{sorted(n for n in coupling_lib.REGISTRY if coupling_lib.coupling_class(n).auxiliary)})")
+        if config["setting"] not in ("nc", "c"):
+            raise ConfigError(f"auxiliary term {name!r} needs both tasks: setting nc or c, not {config['setting']!r}")
         out.append({"name": name, **options})
     return out
 
@@ -281,6 +319,16 @@ def validate(config: dict) -> None:
             augment.parameters("mixaugment", {"alpha": mixaugment.DEFAULT_ALPHA}, config["mixaugment"])
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from None
+    for spec in couplings_of(config):
+        if coupling_lib.coupling_class(spec["name"]).needs_shared_features and not architecture.shares_features:
+            raise ConfigError(f"auxiliary term {spec['name']!r} reads the representation shared by every task, but "
+                              f"architecture {config['architecture']!r} computes different features per task")
+    if architecture.own_train_step and config["weighting"] != "ew":
+        raise ConfigError(f"architecture {config['architecture']!r} trains with its own step and equal weighting; "
+                          f"weighting {config['weighting']!r} does not apply (use ew)")
+    if architecture.own_train_step and config["setting"] not in ("nc", "c"):
+        raise ConfigError(f"architecture {config['architecture']!r} models both tasks: setting nc or c, not "
+                          f"{config['setting']!r}")
     if weighting.requires_shared_features and not architecture.shares_features:
         raise ConfigError(f"weighting {config['weighting']!r} needs one representation shared by every task, but "
                           f"architecture {config['architecture']!r} computes different features per task "

@@ -27,7 +27,8 @@ def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
     path = Path(path)
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for layer in getattr(model, "serving_layers", lambda: [model])():  # auxiliary networks are left out
+        archive.track(layer)
 
     def serve(images):
         x = tf.cast(images, tf.float32) / 127.5 - 1.0

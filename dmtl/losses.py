@@ -215,3 +215,28 @@ def soft_co_annotation_loss(class_probs, attribute_labels, relatedness, directio
                             temperature: float = 1.0):
     """Eq. 4-6 L_SCA = E_x[sum_c -p(c|x) log q(c|x)] over images with attribute labels (or its distillation form)."""
     return masked_mean(*soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction, temperature))
+
+
+# ---------------------------------------------------------------- related methods (dmtl.coupling.mtpsl / aal)
+def cosine_distance(a, b):
+    """MTPSL's L_ct (Li, Liu & Bilen 2022, Eq. 3) and its regulariser R (Eq. 4): 1 - a.b / (|a| |b|) per row."""
+    a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
+    dot = ops.sum(a * b, axis=-1)
+    norms = ops.sqrt(ops.sum(ops.square(a), axis=-1) * ops.sum(ops.square(b), axis=-1) + EPSILON)
+    return 1.0 - dot / norms
+
+
+def mtpsl_terms(prediction_embedding, label_embedding, image_feature, weight_regulariser: float = 1.0):
+    """MTPSL Eq. 4 per image: L_ct(m^{s->st}(yhat^s), m^{t->st}(y^t)) + R(f(x), m^{s->st}(yhat^s))
+    + R(f(x), m^{t->st}(y^t)), with L_ct = R = cosine distance (the paper's 'cosine similarity loss')."""
+    consistency = cosine_distance(prediction_embedding, label_embedding)
+    regulariser = (cosine_distance(image_feature, prediction_embedding)
+                   + cosine_distance(image_feature, label_embedding))
+    return consistency + weight_regulariser * regulariser
+
+
+def masked_subset_bce_terms(y_true, probabilities, columns):
+    """AAL Eq. 5 / 11: per image the mean BCE over the labelled attributes in ``columns`` of the auxiliary head's
+    probabilities (B, len(columns)); mask = at least one of them labelled."""
+    y_true = ops.take(ops.cast(y_true, "float32"), np.asarray(columns, np.int32), axis=-1)
+    return masked_binary_crossentropy_terms(y_true, probabilities)

@@ -71,7 +71,7 @@ class MultiTaskModel(keras.Model):
             raise ValueError(f"each coupling at most once, got {names}")
         if couplings and set(tasks) != set(TASKS):
             raise ValueError("coupling needs both tasks")
-        if couplings and relatedness is None:
+        if any(c.needs_relatedness for c in couplings) and relatedness is None:
             raise ValueError("coupling needs a relatedness matrix p(attribute | class)")
         unknown = set(loss_weights or {}) - set(TASKS)
         if unknown:
@@ -130,7 +130,16 @@ class MultiTaskModel(keras.Model):
         features = self.feature_shape(input_shape)
         for head in self.heads.values():
             head.build(features)
+        # the auxiliary networks of the related methods' terms (MTPSL, AAL): trained and saved, never exported
+        self.auxiliary_layers = [layer for c in self.couplings for layer in c.build_layers(self, features)]
         self.built = True
+
+    def serving_layers(self) -> list:
+        """What inference needs (the export tracks only these): the whole model, or, when auxiliary networks
+        exist, the backbone and the heads (so inference cost equals the plain multi-task model's)."""
+        if not getattr(self, "auxiliary_layers", None):
+            return [self]
+        return [self.backbone, *self.heads.values()]
 
     def feature_shape(self, input_shape):
         """The shape of one task's features for images of ``input_shape``."""
@@ -172,11 +181,12 @@ class MultiTaskModel(keras.Model):
             counts[name] = counts.get(name, 0.0) + count
         return losses.masked_mean(values, mask, denominator=count)
 
-    def loss_terms(self, y, predictions, counts=None) -> dict:
+    def loss_terms(self, y, predictions, counts=None, features=None) -> dict:
         """Unweighted loss terms, each a masked mean normalised over all replicas' contributing images.
 
         ``counts``: a dict filled with each term's number of contributing images over all replicas (the weight
-        of the step in the epoch's mean, so logged losses are exact masked means over a whole split)."""
+        of the step in the epoch's mean, so logged losses are exact masked means over a whole split).
+        ``features``: the representation the heads read (auxiliary terms use the shared one)."""
         terms = {}
         if counts is not None and "classes" in y and len(y["classes"].shape) == 1:
             counts["invalid_class_labels"] = ops.sum(ops.cast(ops.convert_to_tensor(y["classes"]) >= max(
@@ -189,7 +199,7 @@ class MultiTaskModel(keras.Model):
                 y["attributes"], predictions["attributes"]), counts, "attributes")
         if self.couplings and "classes" in y and "attributes" in y:
             for coupling in self.couplings:
-                parts = coupling.terms(y, predictions, self.relatedness)
+                parts = coupling.terms(y, predictions, self.relatedness, features=features)
                 terms[coupling.name] = sum(self._global_mean(part, counts, coupling.name) for part in parts)
         return terms
 
@@ -239,7 +249,7 @@ class MultiTaskModel(keras.Model):
         counts = {}
         with tf.GradientTape(persistent=self.weighting.persistent_tape) as tape:
             features, predictions = self.forward(images, training=True)
-            terms = self.loss_terms(y, predictions, counts)
+            terms = self.loss_terms(y, predictions, counts, features)
             total, logs = self._total_loss(terms, tape, features)
             scaled = self.optimizer.scale_loss(total)  # float16 loss scaling (LossScaleOptimizer); else as is
         gradients = tape.gradient(scaled, variables)
@@ -253,9 +263,9 @@ class MultiTaskModel(keras.Model):
     def test_step(self, data):
         batch, _ = self.split_batch(data)
         images, y = batch[0], batch[1]
-        _, predictions = self.forward(images, training=False)
+        features, predictions = self.forward(images, training=False)
         counts = {}
-        terms = self.loss_terms(y, predictions, counts)
+        terms = self.loss_terms(y, predictions, counts, features)
         counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))
         return self._update_metrics(self.plain_total(terms), terms, y, predictions, {}, counts)
 

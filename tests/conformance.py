@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 24
@@ -24,7 +25,8 @@ AUS = ["AU1", "AU2", "AU4", "AU6", "AU12", "AU25"]
 # small options per architecture so a step runs in well under a second on a CPU
 TINY_OPTIONS = {"shared": {"widths": (8, 16), "feature_dim": 16},
                 "task_routing": {"widths": (8, 16), "feature_dim": 16},
-                "adashare": {"widths": (8, 16), "blocks_per_stage": 1, "feature_dim": 16}}
+                "adashare": {"widths": (8, 16), "blocks_per_stage": 1, "feature_dim": 16},
+                "jdl": {"widths": (8, 16), "feature_dim": 16}}
 
 
 def combinations() -> list[tuple[str, str]]:
@@ -36,8 +38,18 @@ def combinations() -> list[tuple[str, str]]:
 def compatible(weighting_name: str, architecture_name: str) -> bool:
     from dmtl.architectures import architecture_class
     from dmtl.weighting import weighting_class
-    return not (weighting_class(weighting_name).requires_shared_features
-                and not architecture_class(architecture_name).shares_features)
+    architecture = architecture_class(architecture_name)
+    return not ((weighting_class(weighting_name).requires_shared_features and not architecture.shares_features)
+                or (architecture.own_train_step and weighting_name != "ew"))
+
+
+def auxiliary_terms(architecture_name: str) -> list:
+    """The related methods' auxiliary terms (MTPSL, AAL), on every architecture with one shared representation."""
+    from dmtl.architectures import architecture_class
+    from dmtl.coupling import get_coupling
+    if not architecture_class(architecture_name).shares_features:
+        return []
+    return [get_coupling("mtpsl", hidden_units=8), get_coupling("aal", pairs=[["AU1", "AU2"], ["AU4", "AU12"]])]
 
 
 def partial_data(n=16, num_attributes=len(AUS), seed=0):
@@ -62,7 +74,7 @@ def build(weighting_name, architecture_name, num_attributes=len(AUS), tasks=("cl
     if couplings and num_attributes:
         options["relatedness"] = du_et_al_2014(attribute_names=AUS[:num_attributes])
         options["couplings"] = [get_coupling("dm", form="distillation", target="both", where="unlabelled"),
-                                get_coupling("sca")]
+                                get_coupling("sca"), *auxiliary_terms(architecture_name)]
     spec = ModelSpec((SIZE, SIZE, 3), 7, num_attributes, "small", None, 0, options)
     return get_architecture(architecture_name, **TINY_OPTIONS[architecture_name]).build_model(spec)
 
@@ -76,7 +88,9 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
     x, y = partial_data()
     before = [v.numpy().copy() for v in model.trainable_variables]
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
-    for term in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+    terms = ["loss", "classes_loss", "attributes_loss", *(f"{c.name}_loss" for c in model.couplings)]
+    assert len(terms) >= 5
+    for term in terms:
         assert np.isfinite(history[term][0]), (term, history[term])
     moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
     assert any(moved), "a training step changed no weight"
@@ -91,6 +105,11 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
         np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
     assert [c.get_config() for c in loaded.couplings] == [c.get_config() for c in model.couplings]
     # a database with one task only (JAFFE: classes, no attributes)
+    from dmtl.architectures import architecture_class
+    if architecture_class(architecture_name).own_train_step:  # models both tasks jointly (jdl): refused clearly
+        with pytest.raises(ValueError, match="both tasks"):
+            build(weighting_name, architecture_name, num_attributes=0, tasks=("classes",))
+        return
     one = build(weighting_name, architecture_name, num_attributes=0, tasks=("classes",))
     one.compile(optimizer=keras.optimizers.Adam(1e-3))
     x1, y1 = partial_data(num_attributes=0)

@@ -109,3 +109,23 @@ def test_every_option_of_every_subcommand_has_a_help_line():
     missing = [(name, action.option_strings or action.dest) for name, sub in subcommands.items()
                for action in sub._actions if not action.help or not str(action.help).strip()]
     assert len(subcommands) >= 5 and not missing, missing
+
+
+def test_related_method_shorthands_and_their_incompatibilities_fail_at_config_time():
+    c = config.resolve("demo", overrides={"setting": "nc", "method": "mtpsl", "method_options": {"hidden_units": 64}})
+    assert c["auxiliary"] == {"mtpsl": {"hidden_units": 64}} and c["architecture"] == "shared"
+    assert config.couplings_of(c) == [{"name": "mtpsl", "hidden_units": 64}]
+    both = config.resolve("demo", overrides={"setting": "c", "coupling_recipe": "printed", "method": "aal",
+                                             "auxiliary": {"aal": {"pairs": [["AU1", "AU2"]]}}})
+    assert [t["name"] for t in config.couplings_of(both)] == ["dm", "sca", "aal"]  # combinable with the paper's
+    assert config.resolve("demo", overrides={"setting": "nc", "method": "jdl"})["architecture"] == "jdl"
+    for overrides, message in [
+            ({"setting": "st-classes", "method": "mtpsl"}, "needs both tasks"),
+            ({"setting": "nc", "method": "mtpsl", "architecture": "task_routing"}, "different features per task"),
+            ({"setting": "nc", "method": "jdl", "weighting": "mgda"}, "its own step"),
+            ({"setting": "st-attributes", "method": "jdl"}, "models both tasks"),
+            ({"setting": "nc", "auxiliary": {"dm": {}}}, "coupling of the paper"),
+            ({"setting": "nc", "auxiliary": {"aal": {"pairs": "AU1"}}}, "pairs must be"),
+            ({"setting": "nc", "auxiliary": {"mtpsl": {"depth": 0}}}, "depth must be")]:
+        with pytest.raises(config.ConfigError, match=message):
+            config.resolve("demo", overrides=overrides)

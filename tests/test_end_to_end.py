@@ -451,3 +451,23 @@ def test_mirrored_strategy_from_the_command_line_trains_on_two_replicas(demo_dat
     with open(out / "history.csv") as handle:
         assert np.isfinite(float(next(csv.DictReader(handle))["loss"]))
     assert json.loads((out / "summary.json").read_text())["strategy"] == "MirroredStrategy"
+
+def test_related_methods_train_through_train_py_and_appear_in_a_compare_table(demo_data, tmp_path):
+    from dmtl.cli import compare
+
+    out = tmp_path / "related"
+    assert compare.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--settings", "nc",
+                         "--methods", "mtpsl,aal,jdl", "--seeds", "1", "--set", "epochs=1", "--set", "batch_size=8",
+                         "--set", "steps_per_epoch=2", "--set", "input_size=32",
+                         "--set", "auxiliary.aal.pairs=[[AU12, AU4]]"]) == 0
+    table = (out / "results.md").read_text()
+    for label in ("| NC MT |", "| MTPSL |", "| AAL |", "| JDL (GAN) |"):
+        assert label in table, table
+    runs = out / "runs"
+    logged = {name: open(runs / f"{name}-seed0" / "history.csv").readline() for name in ("mtpsl-nc", "aal-nc",
+                                                                                         "jdl-nc", "nc")}
+    assert "mtpsl_loss" in logged["mtpsl-nc"] and "aal_loss" in logged["aal-nc"]
+    assert "discriminator_loss" in logged["jdl-nc"]
+    assert "aal_loss" not in logged["nc"] and "mtpsl_loss" not in logged["nc"]  # options reach their row only
+    saved = (runs / "aal-nc-seed0" / "config.yaml").read_text()
+    assert "AU12" in saved and "AU4" in saved

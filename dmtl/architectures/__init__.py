@@ -1,6 +1,6 @@
 """Architectures (how the network is shared between the tasks), one per module behind :class:`Architecture`,
 selected by name (config ``architecture``, or the ``--method`` shorthand): ``shared`` (the paper's),
-``task_routing`` (Strezoski et al. 2019), ``adashare`` (Sun et al. 2020). Adding one is a module plus a line in
+``task_routing`` (Strezoski et al. 2019), ``adashare`` (Sun et al. 2020), ``jdl`` (joint-distribution learning with a label-conditioned GAN). Adding one is a module plus a line in
 :data:`REGISTRY`.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ REGISTRY = {
     "shared": "dmtl.architectures.shared:Shared",
     "task_routing": "dmtl.architectures.task_routing:TaskRoutingArchitecture",
     "adashare": "dmtl.architectures.adashare:AdaShareArchitecture",
+    "jdl": "dmtl.architectures.jdl:JointDistributionArchitecture",
 }
 
 

@@ -30,6 +30,7 @@ class Architecture:
     shares_features = True  # one representation for every task (MGDA-UB needs it)
     own_backbone = False  # builds its own backbone (the config's ``backbone`` does not apply)
     option_names: tuple = ()  # the options it accepts (checked at config time)
+    own_train_step = False  # trains with its own step (the weighting axis must be ew)
 
     def __init__(self, **options):
         self.options = dict(options)

@@ -19,8 +19,9 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--settings", default="st,nc,c-printed,c-recommended",
                    help="rows: st (two single-task models), nc (no coupling), c (coupled, the configured recipe), "
                         "c-RECIPE for any coupling recipe (default st,nc,c-printed,c-recommended)")
-    c.add_argument("--methods", default="", help="extra NC MT rows, one per method shorthand: "
-                                                 "mgda,gradnorm,tr,adashare,st-t")
+    c.add_argument("--methods", default="", help="extra NC MT rows, one per method shorthand: mgda,gradnorm,tr,"
+                                                 "adashare,st-t,mtpsl,aal,jdl (auxiliary.<term> options given with "
+                                                 "--set configure that method's row only)")
     c.add_argument("--ablation", choices=("coupling",), help="coupling: DM only / SCA only / both per form")
     c.add_argument("--forms", default="printed", help="coupling forms for the ablation (comma list): "
                                                       "printed,distillation,mixture-target,bernoulli,distil,...")

@@ -1,5 +1,6 @@
 """Coupling losses, one per module, registered by name: ``dm`` (distribution matching, Eq. 2-3) and ``sca``
-(soft co-annotation, Eq. 4-6). Adding one is a module with a :class:`Coupling` subclass plus a line in
+(soft co-annotation, Eq. 4-6), and the related methods' auxiliary terms ``mtpsl`` (cross-task consistency, Li et
+al. 2022) and ``aal`` (adversarial attribute learning by gradient reversal). Adding one is a module with a :class:`Coupling` subclass plus a line in
 :data:`REGISTRY`.
 
 Recipes (:data:`RECIPES`) are named sets of couplings with their options: ``printed`` is the paper's equations
@@ -16,6 +17,9 @@ from dmtl.coupling.base import Coupling
 REGISTRY = {
     "dm": "dmtl.coupling.dm:DistributionMatching",
     "sca": "dmtl.coupling.sca:SoftCoAnnotation",
+    # auxiliary terms of related methods (config key ``auxiliary``; own networks, dropped from the export)
+    "mtpsl": "dmtl.coupling.mtpsl:CrossTaskConsistency",
+    "aal": "dmtl.coupling.aal:AdversarialAttributes",
 }
 
 # The paper as printed: L_DM (Eq. 3, relatedness as Eq. 2 prints it for the database) + L_SCA (Eq. 6), weight 1.

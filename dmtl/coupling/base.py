@@ -37,9 +37,17 @@ class Coupling:
     ``weight``: its weight in the total loss (the paper: 1); ``rampup_epochs``: the weight ramps up over the first
     epochs (0 = constant, as printed); ``where``: ``all`` images, or only those ``unlabelled`` for the task that
     learns from the term (with ground truth present, the supervised loss is the better teacher).
+
+    Auxiliary terms of the related methods (MTPSL, AAL) are couplings too, with ``auxiliary = True``: they own
+    trainable networks (:meth:`build_layers`, trained with the model and dropped from the export), read the shared
+    image features, need no relatedness, and are switched on in any multi-task setting by the config's
+    ``auxiliary`` key (the paper's DM and SCA come from ``coupling_recipe`` in setting c).
     """
 
     name = "base"
+    auxiliary = False  # an auxiliary loss with its own networks (config key ``auxiliary``)
+    needs_relatedness = True  # reads p(attribute | class)
+    needs_shared_features = False  # reads the one representation every task shares (``features``)
 
     def __init__(self, weight: float = 1.0, rampup_epochs: float = 0.0, where: str = "all"):
         if where not in WHERE:
@@ -50,9 +58,15 @@ class Coupling:
             raise ValueError(f"{self.name}: rampup_epochs must be a number >= 0, not {rampup_epochs!r}")
         self.weight, self.rampup_epochs, self.where = float(weight), float(rampup_epochs), where
 
-    def terms(self, y: dict, predictions: dict, relatedness) -> list:
-        """``[(per_image_value (B,), per_image_mask (B,)), ...]``; the model adds their global masked means."""
+    def terms(self, y: dict, predictions: dict, relatedness, features=None) -> list:
+        """``[(per_image_value (B,), per_image_mask (B,)), ...]``; the model adds their global masked means.
+        ``features``: the shared representation (B, F) (used by auxiliary terms)."""
         raise NotImplementedError
+
+    def build_layers(self, model, feature_shape) -> list:
+        """Creates the term's trainable networks for ``model`` (features of ``feature_shape``); returns them so
+        the model tracks, trains and saves them. None by default."""
+        return []
 
     def scale(self, progress):
         """The weight at ``progress`` epochs of training (ramp-up applied)."""

@@ -64,7 +64,7 @@ class DistributionMatching(Coupling):
             return ops.ones_like(like)
         return 1.0 - has_labels(y, student)
 
-    def terms(self, y, predictions, relatedness):
+    def terms(self, y, predictions, relatedness, features=None):
         matrix, normalise = self.matrix(relatedness), self.scale_mode == "mean"
         classes, attributes = predictions["classes"], predictions["attributes"]
         if self.form != "distillation":

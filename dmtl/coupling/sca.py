@@ -28,7 +28,7 @@ class SoftCoAnnotation(Coupling):
     def students(self) -> tuple:
         return ("classes",)
 
-    def terms(self, y, predictions, relatedness):
+    def terms(self, y, predictions, relatedness, features=None):
         values, mask = losses.soft_co_annotation_terms(predictions["classes"], y["attributes"], relatedness,
                                                        self.direction, self.temperature)
         if self.where == "unlabelled":

@@ -18,7 +18,7 @@ from dmtl.coupling import RECIPES, RECOMMENDED
 
 SETTING_ROWS = {"st": "ST", "nc": "NC MT", "c": "C MT"}
 METHOD_LABELS = {"ew": "EW", "st-t": "S-T NC MT", "mgda": "MGDA-UB", "gradnorm": "GradNorm", "adashare": "AdaShare",
-                 "tr": "TR"}
+                 "tr": "TR", "mtpsl": "MTPSL", "aal": "AAL", "jdl": "JDL (GAN)"}
 # Coupling loss forms of the ablation: {form: {coupling: options}} (the paper's Table 3 layout: DM, SCA, both)
 FORMS = {
     "distillation": {"dm": {"target": "attributes-as-target"}, "sca": {"direction": "distillation"}},
@@ -78,6 +78,19 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
     return rows
 
 
+def row_extra(extra, overrides) -> dict:
+    """The comparison's common overrides for one run: ``auxiliary.<term>`` options given to ``compare`` configure
+    that method's row only (``--methods aal --set auxiliary.aal.pairs=...``), not every row."""
+    extra = dict(extra or {})
+    own = config_lib.METHOD_AUXILIARY.get(overrides.get("method"))
+    if isinstance(extra.get("auxiliary"), dict):
+        extra["auxiliary"] = {k: v for k, v in extra["auxiliary"].items() if k == own}
+        extra["auxiliary"] = extra["auxiliary"] or None
+        if extra["auxiliary"] is None:
+            del extra["auxiliary"]
+    return extra
+
+
 def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None, verbose=0,
             folds=False) -> list[dict]:
     """Trains and evaluates every run of every row for every seed (or fold: ``folds=True`` makes each value
@@ -98,8 +111,8 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
             merged = {"label": row.label, "seed": seed}
             for name, overrides in row.runs:
                 fold = {"fold": seed} if folds else {}
-                config = config_lib.resolve(database, config_file,
-                                            {**(extra or {}), **overrides, **fold, "seed": seed, "data": data})
+                config = config_lib.resolve(database, config_file, {**row_extra(extra, overrides), **overrides,
+                                                                    **fold, "seed": seed, "data": data})
                 run_dir = out / "runs" / f"{name}-{'fold' if folds else 'seed'}{seed}"
                 elapsed = time.time() - start
                 eta = (f", ETA {elapsed / len(done) * (len(unique) - len(done)) / 60:.1f} min" if done else "")
