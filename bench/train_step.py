@@ -1,9 +1,14 @@
 """Training throughput of (a) plain ``fit`` with compiled Keras losses on fully labelled data, (b) the
 multi-task step without coupling and (c) with coupling (DM + SCA), same backbone, heads and data.
 
-Targets (issue 2): (b)/(a) >= 0.97 and (c)/(b) >= 0.99. Writes bench/results/train_step.json.
+Targets (issue 2): (b)/(a) >= 0.97 and (c)/(b) >= 0.99. Writes bench/results/train_step.json (or, with
+--strategy / --precision other than the defaults, train_step-<strategy>-<precision>.json).
 
     python bench/train_step.py [--size 64] [--batch 64] [--steps 60] [--repeats 3]
+    python bench/train_step.py --strategy mirrored --cpu-replicas 2 --precision mixed_bfloat16
+
+``--strategy``: one-device | mirrored (over the GPUs, or ``--cpu-replicas`` logical CPUs when there are none);
+``--precision``: float32 | mixed_float16 | mixed_bfloat16, as ``dmtl train`` sets them. ``--batch`` is global.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from dmtl.training.distribute import dtype_policy, make_strategy  # noqa: E402
 
 from dmtl.model import MultiTaskModel  # noqa: E402
 from dmtl.relatedness import du_et_al_2014  # noqa: E402
@@ -68,13 +75,25 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    p.add_argument("--strategy", choices=("one-device", "mirrored"), default="one-device")
+    p.add_argument("--cpu-replicas", type=int, default=2, help="logical CPU devices for mirrored without GPUs")
+    p.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"), default="float32")
+    p.add_argument("--out", default=None)
     args = p.parse_args()
+    if args.out is None:
+        name = ("train_step.json" if (args.strategy, args.precision) == ("one-device", "float32") else
+                f"train_step-{args.strategy}-{args.precision}.json")
+        args.out = str(Path(__file__).parent / "results" / name)
+    if args.strategy == "mirrored" and not tf.config.list_physical_devices("GPU"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
+    strategy = make_strategy(args.strategy)
     data = dataset(args.size, args.batch)
     builders = {"a_plain_fit": lambda: plain_model(args.size),
                 "b_multitask_no_coupling": lambda: multitask_model(args.size, ()),
                 "c_multitask_coupling": lambda: multitask_model(args.size, ("dm", "sca"))}
-    models = {name: build() for name, build in builders.items()}
+    with strategy.scope(), dtype_policy(args.precision):
+        models = {name: build() for name, build in builders.items()}
     runs = {name: [] for name in builders}
     for _ in range(args.repeats):  # interleaved, so machine load drifts affect all three alike
         for name, model in models.items():
@@ -86,6 +105,7 @@ def main():
         "ratio_c_over_b": best["c_multitask_coupling"] / best["b_multitask_no_coupling"],
         "targets": {"b_over_a": 0.97, "c_over_b": 0.99},
         "setup": {"size": args.size, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
+                  "strategy": args.strategy, "replicas": strategy.num_replicas_in_sync, "precision": args.precision,
                   "backbone": "small_cnn", "attributes": len(AUS), "classes": 7, "cpus": os.cpu_count(),
                   "machine": platform.machine(), "tensorflow": tf.__version__, "keras": keras.__version__},
     }

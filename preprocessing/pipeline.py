@@ -34,6 +34,7 @@ BUILD_JSON = "build.json"
 BUILD_FORMAT = "dmtl-preprocessing/1"
 LOCK_FILE = ".build.lock"
 CHUNK_ROWS = 4
+RUNNERS = ("local", "beam")
 
 
 class BuildMismatchError(ValueError):
@@ -164,8 +165,15 @@ def is_finished(out_dir: Path, shard: Shard) -> bool:
 def build(table: AnnotationTable, out_dir, detector: str = "auto", size: int = 112, workers: int = 1,
           shard_size: int = 1000, image_format: str = "jpeg", jpeg_quality: int = 95,
           face_choice: str = "confident", retinaface_weights=None, max_pixels: int = MAX_PIXELS,
-          detect_max_side: int = 1280, database: str | None = None, progress: bool = True, log=print) -> dict:
-    """Builds (or resumes) a data folder from ``table``; returns a summary (counts per status, timing, …)."""
+          detect_max_side: int = 1280, database: str | None = None, progress: bool = True, log=print,
+          runner: str = "local", pipeline_options: str | None = None) -> dict:
+    """Builds (or resumes) a data folder from ``table``; returns a summary (counts per status, timing, …).
+
+    ``runner``: ``local`` (this machine's process pool) or ``beam`` (the same steps as an Apache Beam pipeline,
+    :mod:`dmtl.preprocessing.beam`; ``pipeline_options`` as on a Beam command line, default the DirectRunner in
+    multi-process mode with ``workers`` processes). Both write the same shards, manifest and metadata."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve(detector, retinaface_weights)
@@ -183,9 +191,16 @@ def build(table: AnnotationTable, out_dir, detector: str = "auto", size: int = 1
         if removed:
             log(f"removed {removed} temporary file(s) left by an interrupted build")
         pending = [s for s in shards if not is_finished(out_dir, s)]
+        where = (f"as an Apache Beam pipeline ({pipeline_options or f'DirectRunner, {max(workers, 1)} worker(s)'})"
+                 if runner == "beam" else f"on {max(workers, 1)} {'process' if workers else 'thread'}(es)")
         log(f"{len(shards) - len(pending)} of {len(shards)} shard(s) already built; building {len(pending)} "
-            f"with detector {resolved} on {max(workers, 1)} {'process' if workers else 'thread'}(es)")
-        timing = _run(table, out_dir, pending, settings, detector_options, workers, progress)
+            f"with detector {resolved} {where}")
+        if runner == "beam":
+            from dmtl.preprocessing import beam
+
+            timing = beam.run(table, out_dir, pending, settings, detector_options, workers, pipeline_options)
+        else:
+            timing = _run(table, out_dir, pending, settings, detector_options, workers, progress)
         frame = manifest.merge([manifest.part_path(out_dir, s.file) for s in shards], out_dir)
         summary = _write_dataset_json(table, out_dir, shards, frame, settings)
     summary.update(timing, shards_built=len(pending), shards_reused=len(shards) - len(pending))
@@ -215,8 +230,10 @@ def _run(table, out_dir: Path, pending: list[Shard], settings: Settings, detecto
     bar = tqdm(total=total, unit="img", desc=f"faces ({settings.detector})", disable=not progress,
                dynamic_ncols=True, smoothing=0.05)
 
+    rows_of = RowRecords(table)
+
     def finish(position):
-        _write_shard(table, out_dir, pending[position], outcomes, labelled, settings)
+        _write_shard(rows_of, out_dir, pending[position], outcomes, settings)
 
     # shards with no labelled rows have no chunks: finish them first (they need no detector)
     for position, _ in enumerate(pending):
@@ -269,27 +286,51 @@ def _results(chunks, settings: Settings, detector_options: dict, workers: int):
         executor.shutdown(wait=not window, cancel_futures=True)
 
 
-def _write_shard(table, out_dir: Path, shard: Shard, outcomes: dict, labelled: np.ndarray,
-                 settings: Settings) -> None:
-    frame = table.frame
-    attributes = table.attribute_labels()
-    sources = frame["source"].astype(str).tolist() if "source" in frame else None
+class RowRecords:
+    """What writing a shard needs of each table row (labels, provenance, whether it is labelled), as plain dicts
+    that any worker can receive; the table's label arrays are read once."""
+
+    def __init__(self, table):
+        self.frame = table.frame
+        self.attributes = table.attribute_labels()
+        classes, has_attributes = labelled_mask(table)
+        self.labelled = classes | has_attributes
+        self.sources = (self.frame["source"].astype(str).tolist() if "source" in self.frame
+                        else [table.schema.name] * len(table))
+        self.images = self.frame["image"].tolist()
+        self.subjects = self.frame["subject"].tolist()
+        self.classes = self.frame["class_label"].to_numpy(np.int64)
+
+    def __call__(self, rows) -> list[dict]:
+        return [{"row": int(r), "image": self.images[r], "class_label": int(self.classes[r]),
+                 "attributes": self.attributes[r].tolist(), "subject": self.subjects[r], "source": self.sources[r],
+                 "labelled": bool(self.labelled[r])} for r in rows]
+
+
+def write_shard_files(out_dir: Path, shard_file: str, split: str, records_: list[dict], outcomes: dict,
+                      detector: str) -> None:
+    """Writes one shard (examples in table order) and its manifest part, each atomically; ``outcomes`` maps
+    table rows to :class:`Outcome` (labelled rows only)."""
     serialized, rows = [], []
-    for r in shard.rows:
-        outcome = outcomes.pop(r) if labelled[r] else Outcome(
+    for row in records_:
+        r = row["row"]
+        outcome = outcomes[r] if row["labelled"] else Outcome(
             "skipped_label", reason="no class label and no attribute label")
-        record = frame.iloc[r]
         if outcome.status == "ok":
             serialized.append(records.serialize_example(
-                outcome.image, int(record["class_label"]), attributes[r],
-                source=sources[r] if sources else table.schema.name, path=record["image"],
-                subject=record["subject"]))
-        rows.append({"row": r, "image": record["image"], "split": shard.split,
-                     "shard": shard.file if outcome.status == "ok" else "",
-                     "detector": settings.detector if outcome.status not in ("skipped_label",) else "",
+                outcome.image, row["class_label"], row["attributes"], source=row["source"], path=row["image"],
+                subject=row["subject"]))
+        rows.append({"row": r, "image": row["image"], "split": split,
+                     "shard": shard_file if outcome.status == "ok" else "",
+                     "detector": detector if outcome.status not in ("skipped_label",) else "",
                      **outcome.manifest_fields()})
-    records.write_shard(out_dir / shard.file, serialized)
-    manifest.write_csv_atomic(manifest.part_path(out_dir, shard.file), manifest.frame_of(rows))
+    records.write_shard(out_dir / shard_file, serialized)
+    manifest.write_csv_atomic(manifest.part_path(out_dir, shard_file), manifest.frame_of(rows))
+
+
+def _write_shard(rows_of: RowRecords, out_dir: Path, shard: Shard, outcomes: dict, settings: Settings) -> None:
+    mine = {r: outcomes.pop(r) for r in shard.rows if rows_of.labelled[r]}
+    write_shard_files(out_dir, shard.file, shard.split, rows_of(shard.rows), mine, settings.detector)
 
 
 def _write_dataset_json(table, out_dir: Path, shards: list[Shard], frame, settings: Settings) -> dict:

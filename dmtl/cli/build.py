@@ -60,6 +60,12 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
                    help="detection runs on a copy whose longer side is at most this (default 1280)")
     b.add_argument("--option", action="append", type=parse_option, default=[], metavar="KEY=VALUE",
                    help="option passed to the database adapter (repeatable)")
+    b.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local: a process pool on this machine (default); beam: the same steps as an Apache Beam "
+                        "pipeline (DirectRunner with --workers processes, or --pipeline-options)")
+    b.add_argument("--pipeline-options", default=None, metavar="OPTIONS",
+                   help="Beam pipeline options as on a Beam command line, e.g. \"--runner=DataflowRunner "
+                        "--project=P --region=R\" (with --runner beam)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_arguments(b)
 
@@ -98,12 +104,14 @@ def run(args) -> int:
               shard_size=args.shard_size, image_format=args.image_format, jpeg_quality=args.jpeg_quality,
               face_choice=args.face_choice, retinaface_weights=args.detector_weights,
               max_pixels=int(args.max_megapixels * 1e6), detect_max_side=args.detect_max_side,
-              database=args.database, progress=not args.no_progress)
+              database=args.database, progress=not args.no_progress, runner=args.runner,
+              pipeline_options=args.pipeline_options)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished shards are kept in {args.out}; run the same command again to resume",
               file=sys.stderr)
         return 130
-    except (BuildMismatchError, MissingWeightsError, ConfigError, FileNotFoundError, ValueError) as error:
+    except (BuildMismatchError, MissingWeightsError, ConfigError, FileNotFoundError, ValueError,
+            ImportError) as error:
         if getattr(args, "debug", False):
             raise
         print(f"error: {error}", file=sys.stderr)
