@@ -229,6 +229,20 @@ class MultiTaskModel(keras.Model):
                 + self.coupling_total(terms))
 
     # ------------------------------------------------------------------ steps
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Under a distribution strategy Keras's TensorFlow trainer draws a batch from one iterator to build the
+        model symbolically, then starts the epoch on a fresh iterator: with a reshuffling pipeline the run would
+        see another data order than without a strategy. This model and its metrics are built in ``__init__`` and
+        it compiles no Keras losses or metrics, so only the optimizer is built here (in the strategy's scope) and
+        no batch is drawn: every strategy trains on the same batches."""
+        if (self._compile_loss is None and self._compile_metrics is None
+                and all(layer.built for layer in self._flatten_layers())):
+            if self.optimizer is not None and not self.optimizer.built:
+                with self.distribute_strategy.scope():
+                    self.optimizer.build(self.trainable_variables)
+            return
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def network_variables(self):
         """The variables the main optimizer trains (an architecture may keep some for its own optimizer)."""
