@@ -42,7 +42,7 @@ def run(table, workers: int, runner: str = "local") -> dict:
     with tempfile.TemporaryDirectory() as out:
         summary = build(table, out, detector="mtcnn", workers=workers, shard_size=1000, progress=False,
                         log=lambda *_: None, runner=runner)
-    first_chunk = 4  # preprocessing.pipeline.CHUNK_ROWS: the first result carries 4 images
+    first_chunk = 4  # preprocessing.shards.CHUNK_ROWS: the first result carries 4 images
     steady = (summary["images_processed"] - first_chunk) / max(summary["seconds"] - summary["startup_seconds"],
                                                                 1e-9)
     return {"runner": runner, "workers": workers, "images": summary["images_processed"], "ok": summary["status_counts"].get("ok", 0),

@@ -323,6 +323,7 @@ def validate(config: dict) -> None:
         if coupling_lib.coupling_class(spec["name"]).needs_shared_features and not architecture.shares_features:
             raise ConfigError(f"auxiliary term {spec['name']!r} reads the representation shared by every task, but "
                               f"architecture {config['architecture']!r} computes different features per task")
+    check_backend(config, weighting, architecture)
     if architecture.own_train_step and config["weighting"] != "ew":
         raise ConfigError(f"architecture {config['architecture']!r} trains with its own step and equal weighting; "
                           f"weighting {config['weighting']!r} does not apply (use ew)")
@@ -336,6 +337,33 @@ def validate(config: dict) -> None:
     if config["setting"] not in completion.settings:
         raise ConfigError(f"label_completion {config['label_completion']!r} supports settings "
                           f"{list(completion.settings)}, not {config['setting']!r}")
+
+
+def check_backend(config: dict, weighting, architecture) -> None:
+    """On the JAX and PyTorch backends only Keras's own steps run (equal weighting, couplings and auxiliary terms
+    that read the predictions); what needs TensorFlow's GradientTape or tf.distribute fails here, with why."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    from dmtl import coupling as coupling_lib
+
+    needs = []
+    if weighting.task_gradients:
+        needs.append(f"weighting {config['weighting']!r} takes per-task gradients")
+    if architecture.tensorflow_step:
+        needs.append(f"architecture {config['architecture']!r} has its own training step")
+    for spec in couplings_of(config):
+        if coupling_lib.coupling_class(spec["name"]).needs_shared_features:
+            needs.append(f"auxiliary term {spec['name']!r} reads the shared features")
+        if spec.get("rampup_epochs"):
+            needs.append(f"coupling {spec['name']!r} ramps its weight up with the step count")
+    if config["strategy"] not in ("auto", "one-device"):
+        needs.append(f"strategy {config['strategy']!r} is tf.distribute")
+    if needs:
+        raise ConfigError(f"KERAS_BACKEND={backend}: {'; '.join(needs)}: these run on the TensorFlow backend only "
+                          f"(KERAS_BACKEND=tensorflow)")
 
 
 def save(config: dict, path) -> None:

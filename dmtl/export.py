@@ -2,7 +2,8 @@
 
 * ``serve`` (also the ``serving_default`` signature): uint8 images (N, H, W, 3) in [0, 255];
 * ``serve_float``: float32 images (N, H, W, 3) in [0, 255] (not [0, 1]: a non-black input whose largest value
-  is at most 1 is rejected with an error saying so).
+  is at most 1 is rejected with an error saying so; exported from the JAX backend, through Keras's jax2tf export,
+  the endpoint has no such check).
 
 Both map to ``{"classes": p(c|x) (N, K), "attributes": p(att|x) (N, M)}`` (a database with one task: that output
 only; ``labels.json`` lists the outputs under ``outputs``); the normalisation to [-1, 1] happens inside.
@@ -30,12 +31,16 @@ def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
     for layer in getattr(model, "serving_layers", lambda: [model])():  # auxiliary networks are left out
         archive.track(layer)
 
+    tensorflow_backend = keras.backend.backend() == "tensorflow"
+
     def serve(images):
-        x = tf.cast(images, tf.float32) / 127.5 - 1.0
+        x = keras.ops.cast(images, "float32") / 127.5 - 1.0
         outputs = model(x, training=False)
         return dict(outputs)  # "classes" and/or "attributes", whichever heads the model has
 
     def serve_float(images):
+        if not tensorflow_backend:  # JAX (through jax2tf): the graph holds no TensorFlow assertion
+            return dict(model(images / 127.5 - 1.0, training=False))
         peak = tf.reduce_max(images)
         check = tf.debugging.Assert(tf.logical_or(peak > 1.0, peak <= 0.0),
                                     ["serve_float takes RGB in [0, 255]; this input's largest value is", peak,

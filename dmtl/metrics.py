@@ -143,7 +143,7 @@ class ClassConfusionMetric(keras.metrics.Metric):
         return ops.sum(2 * tp / ops.maximum(support + predicted, 1.0) * seen) / ops.maximum(ops.sum(seen), 1.0)
 
     def reset_state(self):
-        self.confusion.assign(ops.zeros_like(self.confusion))
+        self.confusion.assign(ops.zeros(self.confusion.shape, self.confusion.dtype))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
@@ -197,7 +197,7 @@ class AttributeCountsMetric(keras.metrics.Metric):
                 "afa": (mean_f1 + mean_accuracy) / 2}[self.score]
 
     def reset_state(self):
-        self.counts.assign(ops.zeros_like(self.counts))
+        self.counts.assign(ops.zeros(self.counts.shape, self.counts.dtype))
 
     def get_config(self):
         return {**super().get_config(), "num_attributes": self.num_attributes, "threshold": self.threshold}

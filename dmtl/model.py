@@ -9,6 +9,11 @@ normalised by the number of contributing images across all replicas, so a distri
 single-device step on the same global batch (up to batch normalisation, whose statistics are per replica as
 everywhere in Keras; use SyncBatchNormalization for exactness).
 
+The default path (equal weighting; couplings that read only the predictions) is a loss: :meth:`compute_loss` and
+:meth:`compute_metrics` override Keras's, and ``fit`` / ``evaluate`` run Keras's own steps on every backend
+(TensorFlow, JAX, PyTorch). Per-task-gradient weightings (MGDA-UB, GradNorm), the auxiliary terms that read the
+shared features (MTPSL, AAL) and architectures with their own update keep a TensorFlow ``GradientTape`` step.
+
 This class is the ``shared`` architecture (one representation for every task). Other architectures
 (:mod:`dmtl.architectures`) subclass it and override :meth:`MultiTaskModel.task_features` only; the heads, the
 losses and the steps are applied here once, for every architecture and for databases with one task.
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from dmtl import coupling as coupling_lib
@@ -211,7 +215,9 @@ class MultiTaskModel(keras.Model):
 
     def coupling_total(self, terms, progress=None):
         """sum_j w_j(progress) L_j over the couplings present in ``terms`` (weights ramped up if configured)."""
-        progress = self.training_progress() if progress is None else progress
+        if progress is None:  # read the step count only when a weight ramps up
+            ramps = any(c.rampup_epochs for c in self.couplings)
+            progress = self.training_progress() if ramps else 0.0
         return sum(coupling.scale(progress) * terms[coupling.name] for coupling in self.couplings
                    if coupling.name in terms)
 
@@ -256,7 +262,47 @@ class MultiTaskModel(keras.Model):
         """Runs after the network update (e.g. an architecture's own update); returns scalars to log."""
         return {}
 
-    def train_step(self, data):
+    @property
+    def uses_keras_step(self) -> bool:
+        """Whether Keras's own train/test steps run this model (:meth:`compute_loss`): equal weighting, no
+        auxiliary term reading the shared features, no architecture-specific step."""
+        own_step = any(getattr(type(self), name) is not getattr(MultiTaskModel, name)
+                       for name in ("split_batch", "after_train_step", "train_step", "test_step"))
+        return (not self.weighting.task_gradients and not own_step
+                and not any(c.needs_shared_features for c in self.couplings))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Eq. 1 (+ the couplings): the masked task losses with their weights plus the coupling terms, each a
+        global masked mean; updates the loss trackers (exact epoch means). Keras's steps call it on every
+        backend."""
+        counts = {}
+        terms = self.loss_terms(y, y_pred, counts)
+        total = self.plain_total(terms)
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        counts["loss"] = replica_sum(ops.cast(ops.shape(x)[0], "float32"))
+        self._track_losses(total, terms, counts)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """Updates the task metrics; returns every metric's value (Keras's steps call it on every backend)."""
+        self._track_tasks(y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, *args):
+        if keras.backend.backend() != "tensorflow" or self.uses_keras_step:
+            return super().train_step(*args)
+        return self._tape_train_step(*args)
+
+    def test_step(self, *args):
+        if keras.backend.backend() != "tensorflow" or self.uses_keras_step:
+            return super().test_step(*args)
+        return self._tape_test_step(*args)
+
+    def _tape_train_step(self, data):
+        """The TensorFlow step for per-task-gradient weightings and auxiliary terms that read the features."""
+        import tensorflow as tf
+
         batch, extra = self.split_batch(data)
         images, y = batch[0], batch[1]
         variables = self.network_variables
@@ -274,7 +320,7 @@ class MultiTaskModel(keras.Model):
         counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))
         return self._update_metrics(total, terms, y, predictions, logs, counts)
 
-    def test_step(self, data):
+    def _tape_test_step(self, data):
         batch, _ = self.split_batch(data)
         images, y = batch[0], batch[1]
         features, predictions = self.forward(images, training=False)
@@ -284,24 +330,30 @@ class MultiTaskModel(keras.Model):
         return self._update_metrics(self.plain_total(terms), terms, y, predictions, {}, counts)
 
     def _update_metrics(self, total, terms, y, predictions, logs, counts=None):
+        """Loss trackers, task metrics and the step's extra scalars; returns every metric's value."""
+        self._track_losses(total, terms, counts or {})
+        self._track_tasks(y, predictions)
+        for name, value in logs.items():
+            self._trackers[name].update_state(value)
+        # logs = exactly the metrics, so Keras reports epoch values aggregated over replicas
+        return {m.name: m.result() for m in self.metrics}
+
+    def _track_losses(self, total, terms, counts):
         """Each loss tracker is weighted by the step's number of contributing images (over all replicas), so an
         epoch's logged loss is the exact masked mean over every image it saw, whatever the batch sizes. Each
         replica holds its share of a global mean; the replicas' trackers are summed, hence the factor."""
         replicas = num_replicas()
-        counts = counts or {}
         if "invalid_class_labels" in counts:
             self._invalid_labels.update_state(counts["invalid_class_labels"])
         self._trackers["loss"].update_state(total * replicas, sample_weight=counts.get("loss"))
         for name, value in terms.items():
             self._trackers[f"{name}_loss"].update_state(value * replicas, sample_weight=counts.get(name))
+
+    def _track_tasks(self, y, predictions):
         for task, task_metrics in self._task_metrics.items():
             if task in y:
                 for metric in task_metrics:
                     metric.update_state(y[task], predictions[task])
-        for name, value in logs.items():
-            self._trackers[name].update_state(value)
-        # logs = exactly the metrics, so Keras reports epoch values aggregated over replicas
-        return {m.name: m.result() for m in self.metrics}
 
     @property
     def metrics(self):

@@ -71,7 +71,7 @@ def _dofns():
             self.out_dir, self.shards, self.detector = out_dir, shards, detector
 
         def process(self, element):
-            from dmtl.preprocessing.pipeline import write_shard_files
+            from dmtl.preprocessing.shards import write_shard_files
 
             shard_file, outcomes = element
             split, rows = self.shards[shard_file]
@@ -84,7 +84,7 @@ def _dofns():
 def run(table, out_dir: Path, pending, settings: Settings, detector_options: dict, workers: int,
         options: str | None = None) -> dict:
     """Builds the ``pending`` shards with a Beam pipeline; returns the timing summary the local build returns."""
-    from dmtl.preprocessing.pipeline import CHUNK_ROWS, RowRecords, write_shard_files
+    from dmtl.preprocessing.shards import CHUNK_ROWS, RowRecords, write_shard_files
 
     import logging
 

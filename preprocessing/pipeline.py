@@ -29,11 +29,11 @@ from dmtl.preprocessing import manifest
 from dmtl.preprocessing.detectors import resolve
 from dmtl.preprocessing.images import MAX_PIXELS
 from dmtl.preprocessing.process import Outcome, Settings, init_worker, process_chunk
+from dmtl.preprocessing.shards import CHUNK_ROWS, RowRecords, labelled_mask, write_shard_files
 
 BUILD_JSON = "build.json"
 BUILD_FORMAT = "dmtl-preprocessing/1"
 LOCK_FILE = ".build.lock"
-CHUNK_ROWS = 4
 RUNNERS = ("local", "beam")
 
 
@@ -63,14 +63,6 @@ def plan_shards(table: AnnotationTable, shard_size: int) -> list[Shard]:
         shards += [Shard(split, i, rows[start:start + shard_size])
                    for i, start in enumerate(range(0, len(rows), shard_size))]
     return shards
-
-
-def labelled_mask(table: AnnotationTable) -> tuple[np.ndarray, np.ndarray]:
-    """(has a class label, has at least one attribute label) per row."""
-    classes = table.class_labels() >= 0
-    attributes = table.attribute_labels()
-    has_attributes = (attributes >= 0).any(axis=1) if attributes.shape[1] else np.zeros(len(table), bool)
-    return classes, has_attributes
 
 
 def table_fingerprint(table: AnnotationTable) -> str:
@@ -284,48 +276,6 @@ def _results(chunks, settings: Settings, detector_options: dict, workers: int):
             yield position, rows, result
     finally:
         executor.shutdown(wait=not window, cancel_futures=True)
-
-
-class RowRecords:
-    """What writing a shard needs of each table row (labels, provenance, whether it is labelled), as plain dicts
-    that any worker can receive; the table's label arrays are read once."""
-
-    def __init__(self, table):
-        self.frame = table.frame
-        self.attributes = table.attribute_labels()
-        classes, has_attributes = labelled_mask(table)
-        self.labelled = classes | has_attributes
-        self.sources = (self.frame["source"].astype(str).tolist() if "source" in self.frame
-                        else [table.schema.name] * len(table))
-        self.images = self.frame["image"].tolist()
-        self.subjects = self.frame["subject"].tolist()
-        self.classes = self.frame["class_label"].to_numpy(np.int64)
-
-    def __call__(self, rows) -> list[dict]:
-        return [{"row": int(r), "image": self.images[r], "class_label": int(self.classes[r]),
-                 "attributes": self.attributes[r].tolist(), "subject": self.subjects[r], "source": self.sources[r],
-                 "labelled": bool(self.labelled[r])} for r in rows]
-
-
-def write_shard_files(out_dir: Path, shard_file: str, split: str, records_: list[dict], outcomes: dict,
-                      detector: str) -> None:
-    """Writes one shard (examples in table order) and its manifest part, each atomically; ``outcomes`` maps
-    table rows to :class:`Outcome` (labelled rows only)."""
-    serialized, rows = [], []
-    for row in records_:
-        r = row["row"]
-        outcome = outcomes[r] if row["labelled"] else Outcome(
-            "skipped_label", reason="no class label and no attribute label")
-        if outcome.status == "ok":
-            serialized.append(records.serialize_example(
-                outcome.image, row["class_label"], row["attributes"], source=row["source"], path=row["image"],
-                subject=row["subject"]))
-        rows.append({"row": r, "image": row["image"], "split": split,
-                     "shard": shard_file if outcome.status == "ok" else "",
-                     "detector": detector if outcome.status not in ("skipped_label",) else "",
-                     **outcome.manifest_fields()})
-    records.write_shard(out_dir / shard_file, serialized)
-    manifest.write_csv_atomic(manifest.part_path(out_dir, shard_file), manifest.frame_of(rows))
 
 
 def _write_shard(rows_of: RowRecords, out_dir: Path, shard: Shard, outcomes: dict, settings: Settings) -> None:

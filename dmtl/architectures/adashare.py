@@ -338,6 +338,7 @@ class AdaShareArchitecture(Architecture):
     name = "adashare"
     shares_features = False
     own_backbone = True
+    tensorflow_step = True
     option_names = ("epochs_search", "widths", "blocks_per_stage", "feature_dim", "sparsity_weight",
                     "sharing_weight", "policy_lr", "tau", "seed")
 

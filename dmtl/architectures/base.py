@@ -31,6 +31,7 @@ class Architecture:
     own_backbone = False  # builds its own backbone (the config's ``backbone`` does not apply)
     option_names: tuple = ()  # the options it accepts (checked at config time)
     own_train_step = False  # trains with its own step (the weighting axis must be ew)
+    tensorflow_step = False  # its step uses a TensorFlow GradientTape (not offered on the JAX / PyTorch backends)
 
     def __init__(self, **options):
         self.options = dict(options)

@@ -89,7 +89,8 @@ def resolve_config(args) -> dict:
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from dmtl.config import ConfigError
-    from dmtl.training import RunError, run as train_run
+    from dmtl.training.plan import RunError
+    from dmtl.training.run import run as train_run
     verbose = int(args.verbose) if str(args.verbose).isdigit() else args.verbose
     try:
         config = resolve_config(args)

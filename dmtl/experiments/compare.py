@@ -98,7 +98,7 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
     import keras
 
     from dmtl.evaluation import evaluate_run
-    from dmtl.training import run
+    from dmtl.training.run import run
 
     import time
 

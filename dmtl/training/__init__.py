@@ -1,7 +1,18 @@
 """Training: the run plan (:mod:`.plan`), input pipelines (:mod:`.data`), callbacks (:mod:`.callbacks`),
-prediction helpers (:mod:`.predict`) and the run itself (:mod:`.run`)."""
-from dmtl.config import SETTING_TASKS
-from dmtl.training.plan import RunError, RunPlan, data_dirs
-from dmtl.training.run import build_model, make_optimizer, run
+prediction helpers (:mod:`.predict`), strategies and precision (:mod:`.distribute`) and the run itself
+(:mod:`.run`). Names load on first use, so ``dmtl.training.distribute`` alone imports no TensorFlow. (``run``
+is also the submodule's name: import the function as ``from dmtl.training.run import run``.)"""
+import importlib
 
-__all__ = ["SETTING_TASKS", "RunError", "RunPlan", "build_model", "data_dirs", "make_optimizer", "run"]
+_NAMES = {"SETTING_TASKS": "dmtl.config", "RunError": "dmtl.training.plan", "RunPlan": "dmtl.training.plan",
+          "data_dirs": "dmtl.training.plan", "build_model": "dmtl.training.run",
+          "make_optimizer": "dmtl.training.run"}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'dmtl.training' has no attribute {name!r}")
+
+
+__all__ = sorted(_NAMES)

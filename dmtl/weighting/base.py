@@ -14,6 +14,7 @@ class Weighting:
 
     name = "base"
     persistent_tape = False
+    task_gradients = True  # needs the tape (per-task gradients or its own update): TensorFlow's step only
     requires_shared_features = False  # needs one representation shared by every task (checked at config time)
 
     def __init__(self, **options):

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 
 def num_replicas() -> int:
-    """How many replicas run this step in sync (1 without a distribution strategy)."""
+    """How many replicas run this step in sync (1 without a ``tf.distribute`` strategy, and on the JAX and PyTorch
+    backends, whose data-parallel steps Keras runs on global arrays)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
     context = tf.distribute.get_replica_context()
     return 1 if context is None else context.num_replicas_in_sync
 
@@ -15,6 +19,8 @@ def replica_sum(value):
     """Sums a per-replica tensor over the replicas in sync (identity without a distribution strategy)."""
     if num_replicas() == 1:
         return value
+    import tensorflow as tf
+
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 

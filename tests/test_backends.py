@@ -1,0 +1,116 @@
+"""The paper's method on Keras 3's other backends: the model side imports no TensorFlow under JAX, the same loss
+values and one-step update as on TensorFlow for the same weights and batch, and .keras files cross backends.
+(PyTorch is not installed in this project's test environment: its wheel is large; the same code path serves it.)"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import backend_model
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("jax")
+
+
+def _run_jax(script: str, *args) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(REPO), *map(str, args)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_jax():
+    result = _run_jax("""
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        import keras
+        import dmtl.model, dmtl.losses, dmtl.metrics, dmtl.coupling
+        from dmtl.coupling import get_coupling
+        for name in ("dm", "sca", "mtpsl", "aal"):
+            get_coupling(name, **({"pairs": [["AU1", "AU2"]]} if name == "aal" else {}))
+        import dmtl.architectures.shared, dmtl.architectures.task_routing
+        from tests.backend_model import build_model
+        build_model()
+        print(json.dumps({"backend": keras.backend.backend(), "tensorflow": "tensorflow" in sys.modules}))
+    """)
+    assert result == {"backend": "jax", "tensorflow": False}
+
+
+def test_jax_gives_the_same_losses_one_step_update_and_predictions_as_tensorflow(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = backend_model.build_model()
+    x, y = backend_model.batch()
+    model.save_weights(tmp_path / "initial.weights.h5")
+    model.save(tmp_path / "tf.keras")
+    np.savez(tmp_path / "batch.npz", x=x, classes=y["classes"], attributes=y["attributes"])
+    terms = {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}
+    predictions = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    before = [np.asarray(v).copy() for v in model.trainable_variables]
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    assert model.uses_keras_step
+    logs = model.train_on_batch(x, y, return_dict=True)
+    after = [np.asarray(v) for v in model.trainable_variables]
+
+    result = _run_jax("""
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        import keras, numpy as np
+        from tests.backend_model import build_model
+        out = sys.argv[2]
+        data = np.load(f"{out}/batch.npz")
+        x, y = data["x"], {"classes": data["classes"], "attributes": data["attributes"]}
+        model = build_model()
+        model.load_weights(f"{out}/initial.weights.h5")
+        terms = {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}
+        loaded = keras.saving.load_model(f"{out}/tf.keras")  # saved under TensorFlow
+        from_tf = {k: np.asarray(v).tolist() for k, v in loaded(x, training=False).items()}
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        logs = {k: float(v) for k, v in model.train_on_batch(x, y, return_dict=True).items()}
+        np.savez(f"{out}/jax_after.npz", *[np.asarray(v) for v in model.trainable_variables])
+        model.save(f"{out}/jax.keras")
+        print(json.dumps({"terms": terms, "from_tf": from_tf, "logs": logs,
+                          "predictions": {k: np.asarray(v).tolist() for k, v in model(x, training=False).items()}}))
+    """, tmp_path)
+    assert set(result["terms"]) == set(terms) == {"classes", "attributes", "dm", "sca"}
+    for name, value in terms.items():
+        assert result["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+        assert result["logs"][key] == pytest.approx(float(logs[key]), rel=1e-5), key
+    jax_after = np.load(tmp_path / "jax_after.npz")
+    for tf_value, jax_value in zip(after, [jax_after[k] for k in jax_after.files]):
+        np.testing.assert_allclose(jax_value, tf_value, atol=1e-5)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(after, before)) > 1e-3  # the step moved the weights
+    for key, value in predictions.items():  # TensorFlow's .keras loaded under JAX
+        np.testing.assert_allclose(np.asarray(result["from_tf"][key]), value, atol=1e-5)
+    loaded = keras.saving.load_model(tmp_path / "jax.keras")  # JAX's .keras loaded under TensorFlow
+    for key, value in loaded(x, training=False).items():
+        np.testing.assert_allclose(np.asarray(value), np.asarray(result["predictions"][key]), atol=1e-5)
+
+
+def test_what_needs_tensorflow_fails_at_config_time_under_jax():
+    result = _run_jax("""
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        from dmtl import config
+        out = {}
+        for name, overrides in {"mgda": {"setting": "nc", "method": "mgda"}, "jdl": {"setting": "nc", "method": "jdl"},
+                                "mtpsl": {"setting": "nc", "method": "mtpsl"}, "mirrored": {"strategy": "mirrored"},
+                                "ew": {"setting": "c"}}.items():
+            try:
+                config.resolve("demo", overrides=overrides)
+                out[name] = "ok"
+            except config.ConfigError as error:
+                out[name] = str(error)
+        print(json.dumps(out))
+    """)
+    assert result["ew"] == "ok"
+    for name in ("mgda", "jdl", "mtpsl", "mirrored"):
+        assert result[name].startswith("KERAS_BACKEND=jax") and "TensorFlow backend only" in result[name], name
