@@ -114,3 +114,29 @@ def test_what_needs_tensorflow_fails_at_config_time_under_jax():
     assert result["ew"] == "ok"
     for name in ("mgda", "jdl", "mtpsl", "mirrored"):
         assert result[name].startswith("KERAS_BACKEND=jax") and "TensorFlow backend only" in result[name], name
+
+
+def test_dmtl_train_evaluate_and_export_run_under_jax(tmp_path):
+    """The whole run on the JAX backend: tf.data input, Keras's own fit, checkpoints, the SavedModel export
+    (Keras's jax2tf route) and its evaluation."""
+    from dmtl.databases import demo, load_database
+    from dmtl.preprocessing import build
+
+    demo.generate(tmp_path / "raw", n_train_classes=16, n_train_attributes=16, n_val=8, n_test=8, seed=0)
+    build(load_database("demo", tmp_path / "raw"), tmp_path / "data", detector="none", size=32, workers=0,
+          progress=False, log=lambda *_: None)
+    result = _run_jax("""
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        from dmtl.cli import evaluate, train
+        data, out = sys.argv[2], sys.argv[3]
+        code = train.main(["--database", "demo", "--data", data, "--out", out, "--setting", "c", "--epochs", "1",
+                           "--steps-per-epoch", "2", "--batch-size", "8", "--input-size", "32", "--verbose", "0"])
+        codes = [code, evaluate.main(["--run", out]), evaluate.main(["--run", out, "--model", "export"])]
+        print(json.dumps({"codes": codes, "summary": json.load(open(f"{out}/summary.json"))}))
+    """, tmp_path / "data", tmp_path / "run")
+    assert result["codes"] == [0, 0, 0]
+    assert (tmp_path / "run" / "export" / "saved_model.pb").is_file()
+    import json as json_lib
+    keras_metrics = json_lib.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert keras_metrics["classes"]["count"] > 0
