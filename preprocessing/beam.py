@@ -96,7 +96,8 @@ def run(table, out_dir: Path, pending, settings: Settings, detector_options: dic
     for shard in pending:
         records_ = rows_of(shard.rows)
         shards[shard.file] = (shard.split, records_)
-        labelled = [dict(row, **table.frame.loc[row["row"], wanted].to_dict()) for row in records_ if row["labelled"]]
+        geometry = table.frame.loc[shard.rows, wanted].to_dict("records")  # one lookup per shard
+        labelled = [dict(row, **extra) for row, extra in zip(records_, geometry) if row["labelled"]]
         if not labelled:  # nothing to detect: written here, as the local build does
             write_shard_files(out_dir, shard.file, shard.split, records_, {}, settings.detector)
         chunks += [(shard.file, labelled[i:i + CHUNK_ROWS]) for i in range(0, len(labelled), CHUNK_ROWS)]

@@ -1,8 +1,5 @@
 """A tiny multi-task model and batch, built the same way under any Keras backend (no TensorFlow import here)."""
-import numpy as np
-
-AUS = ["AU1", "AU2", "AU4", "AU6", "AU12", "AU25"]
-SIZE = 24
+from tests.conformance import AUS, SIZE, partial_data
 
 
 def build_model():
@@ -17,12 +14,8 @@ def build_model():
 
 
 def batch(n=12, seed=0):
-    """Images in [-1, 1]; half the images labelled for classes only, half for attributes only (one partly)."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(-1, 1, (n, SIZE, SIZE, 3)).astype(np.float32)
-    classes = rng.integers(0, 7, n).astype(np.int64)
-    attributes = rng.integers(0, 2, (n, len(AUS))).astype(np.float32)
-    classes[n // 2:] = -1
-    attributes[: n // 2] = -1
-    attributes[-1, :3] = -1
-    return x, {"classes": classes, "attributes": attributes}
+    """The conformance harness's partly annotated batch (half class-only, half attribute-only), one image with
+    only some of its attributes labelled."""
+    x, y = partial_data(n, len(AUS), seed)
+    y["attributes"][-1, :3] = -1
+    return x, y

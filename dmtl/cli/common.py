@@ -61,3 +61,11 @@ def fail(prog: str, error: BaseException, debug: bool = False) -> int:
         message = message.strip("\"'")
     print(f"{prog}: {message}", file=sys.stderr)
     return 2
+
+
+def standalone(prog: str, doc: str, add_arguments, run, argv=None) -> int:
+    """A subcommand as its own program (``dmtl-train``, ``dmtl-evaluate``, ...): quiet start, its arguments, run."""
+    quiet_tensorflow()
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

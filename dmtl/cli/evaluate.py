@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from dmtl.cli.common import add_config_arguments, fail, layers, quiet_tensorflow
+from dmtl.cli.common import add_config_arguments, fail, layers, standalone
 
 KEYS = ("run", "data", "split", "model", "batch_size")
 
@@ -45,8 +45,4 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    quiet_tensorflow()
-    p = argparse.ArgumentParser(prog="dmtl-evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    return standalone("dmtl-evaluate", __doc__, add_arguments, run, argv)

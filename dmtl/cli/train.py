@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from dmtl.cli.common import add_config_arguments, fail, layers, quiet_tensorflow
+from dmtl.cli.common import add_config_arguments, fail, layers, standalone
 
 # flags whose value is the config key of the same name (dashes -> underscores)
 CONFIG_FLAGS = {
@@ -102,8 +102,4 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    quiet_tensorflow()
-    p = argparse.ArgumentParser(prog="dmtl-train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    return standalone("dmtl-train", __doc__, add_arguments, run, argv)

@@ -14,8 +14,7 @@ import keras
 from keras import layers, ops
 
 from dmtl import losses
-from dmtl.coupling.base import Coupling
-from dmtl.coupling.mtpsl import shared_vector
+from dmtl.coupling.base import Coupling, shared_vector
 
 
 def reverse_gradient(x, factor: float):

@@ -31,6 +31,14 @@ def has_labels(y, task: str):
     return ops.cast(ops.max(value, axis=-1) >= 0, "float32")
 
 
+def shared_vector(features):
+    """The shared representation as (B, F): spatial maps are averaged."""
+    if isinstance(features, dict):
+        raise ValueError("this term needs one representation shared by every task (architecture 'shared')")
+    features = ops.cast(features, "float32")
+    return features if len(features.shape) == 2 else ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
+
+
 class Coupling:
     """Base class: subclasses set ``name`` and implement :meth:`terms`.
 
@@ -62,6 +70,9 @@ class Coupling:
         """``[(per_image_value (B,), per_image_mask (B,)), ...]``; the model adds their global masked means.
         ``features``: the shared representation (B, F) (used by auxiliary terms)."""
         raise NotImplementedError
+
+    def check_names(self, class_names, attribute_names) -> None:
+        """Raises ValueError when an option names a class or attribute the data lacks (checked before a run)."""
 
     def build_layers(self, model, feature_shape) -> list:
         """Creates the term's trainable networks for ``model`` (features of ``feature_shape``); returns them so

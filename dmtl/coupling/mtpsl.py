@@ -16,7 +16,7 @@ import numpy as np
 from keras import layers, ops
 
 from dmtl import losses
-from dmtl.coupling.base import Coupling, has_labels
+from dmtl.coupling.base import Coupling, has_labels, shared_vector
 
 TASK_INDEX = {"classes": 0, "attributes": 1}
 
@@ -26,14 +26,6 @@ def pair_matrix(input_task: str, other_task: str) -> np.ndarray:
     a = np.zeros((len(TASK_INDEX), len(TASK_INDEX)), np.float32)
     a[TASK_INDEX[input_task], TASK_INDEX[other_task]] = 1.0
     return a.reshape(-1)
-
-
-def shared_vector(features):
-    """The shared representation as (B, F): spatial maps are averaged."""
-    if isinstance(features, dict):
-        raise ValueError("this term needs one representation shared by every task (architecture 'shared')")
-    features = ops.cast(features, "float32")
-    return features if len(features.shape) == 2 else ops.mean(features, axis=tuple(range(1, len(features.shape) - 1)))
 
 
 @keras.saving.register_keras_serializable(package="dmtl")

@@ -13,6 +13,7 @@ no shuffling or augmentation, int class labels, the last partial batch kept.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -92,14 +93,20 @@ def check_fold(data_dir, info: dict, fold) -> int:
 
 def fold_paths(data_dir, info: dict, fold: int, split: str) -> list[str]:
     """Image paths of ``split`` in ``fold`` (from the folder's ``folds.csv``)."""
-    import pandas as pd
-
     path = Path(data_dir) / info["folds"].get("file", records.FOLDS_CSV)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found, though {Path(data_dir) / records.DATASET_JSON} lists folds: "
                                 f"the folder is incomplete; rebuild it")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = _folds_table(str(path.resolve()), path.stat().st_mtime_ns)
     return frame.loc[frame[str(fold)] == split, "path"].tolist()
+
+
+@functools.lru_cache(maxsize=8)
+def _folds_table(path: str, mtime_ns: int):
+    """``folds.csv`` read once per file version (a run reads it for every split and pipeline it builds)."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 class SourceSplit:

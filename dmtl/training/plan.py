@@ -112,11 +112,10 @@ class RunPlan:
         from dmtl import coupling as coupling_lib
         built = [coupling_lib.from_config(c) for c in couplings]
         for term in built:
-            if hasattr(term, "check_names"):
-                try:
-                    term.check_names(class_names, attribute_names)
-                except ValueError as error:
-                    raise RunError(str(error)) from None
+            try:
+                term.check_names(class_names, attribute_names)
+            except ValueError as error:
+                raise RunError(str(error)) from None
         if any(term.needs_relatedness for term in built):
             relatedness = build_relatedness(config, class_names, attribute_names, dirs)
         sizes = [tuple(records.read_dataset_json(d).get("image_size") or ()) for d in dirs]
