@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from coupling_calibration import REPO, SHARED, celeba_hair_csv, dmtl  # noqa: E402
+from coupling_calibration import CELEBA, REPO, SHARED, celeba_csv, dmtl  # noqa: E402
 
 PAIRS = {"demo": "[[AU12, AU4]]", "celeba-hair": "[[Straight_Hair, Big_Lips]]"}
 METHODS = "mtpsl,aal,jdl"
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         elif database == "celeba-hair":
             root = SHARED / "celeba-subset"
             csv = args.out / "celeba-hair.csv"
-            celeba_hair_csv(root, csv)
+            celeba_csv(root, csv, *CELEBA["celeba-hair"])
             data = args.out / "celeba-hair-data"
             if not (data / "dataset.json").is_file():
                 dmtl("build", "--database", "csv", "--root", str(root), "--out", str(data), "--detector", "none",

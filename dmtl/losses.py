@@ -109,14 +109,15 @@ def coupled_attribute_probs(class_probs, relatedness):
 
 
 def distribution_matching_terms(class_probs, attribute_probs, relatedness, target: str = "printed",
-                                form: str = "positive", normalise: bool = False):
+                                form: str = "positive", normalise: bool = False, attribute_weights=None):
     """Eq. 3 per image: sum_i -p(att_i|x) log q(att_i|x), q from Eq. 2; every image contributes (mask = 1).
 
     ``target`` says which side is a stop-gradient target: ``printed`` (neither: gradient into both heads, as
     printed), ``attributes-as-target`` (p is the target: only the class head learns), ``mixture-as-target``
     (q is the target: only the attribute head learns). ``form="bernoulli"`` adds the negative part
-    -(1 - p) log(1 - q). ``normalise`` divides by the number of attributes M. ``form="distillation"`` (target
-    outside the log) is :func:`dm_distillation_terms`.
+    -(1 - p) log(1 - q). ``normalise`` divides by the number of attributes M. ``attribute_weights`` (M,) weight
+    each attribute's term (informativeness, :func:`dmtl.relatedness.attribute_informativeness`).
+    ``form="distillation"`` (target outside the log) is :func:`dm_distillation_terms`.
     """
     if target not in DM_TARGETS or target == "both":
         raise ValueError(f"dm target {target!r} not in {DM_TARGETS[:3]} (log forms; 'both' is for distillation)")
@@ -131,6 +132,8 @@ def distribution_matching_terms(class_probs, attribute_probs, relatedness, targe
     per_attribute = -p * _log(q)
     if form == "bernoulli":
         per_attribute = per_attribute - (1.0 - p) * _log1m(q)
+    if attribute_weights is not None:
+        per_attribute = per_attribute * ops.convert_to_tensor(np.asarray(attribute_weights, np.float32))
     per_image = ops.sum(per_attribute, axis=-1)
     if normalise:
         per_image = per_image / max(int(p.shape[-1]), 1)
@@ -152,7 +155,16 @@ def binary_distillation(targets, predictions):
     return -(t * _log(s) + (1.0 - t) * _log1m(s))
 
 
-def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: str, normalise: bool = False):
+def confident_binary(teacher, threshold: float):
+    """1 where a Bernoulli teacher is confident, max(t, 1 - t) >= threshold, i.e. |t - 0.5| >= threshold - 0.5
+    (FixMatch's confidence mask, Sohn et al. 2020, read per attribute); all ones for threshold 0."""
+    if not threshold:
+        return ops.ones_like(teacher)
+    return ops.cast(ops.maximum(teacher, 1.0 - teacher) >= float(threshold), "float32")
+
+
+def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: str, normalise: bool = False,
+                          attribute_weights=None, confidence: float = 0.0):
     """L_DM read as distillation, per image (every image; the caller masks):
 
     * ``student="attributes"``: sum_i BCE(target = sg(q_i), prediction = p_i) — the class head, through the
@@ -160,16 +172,25 @@ def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: st
     * ``student="classes"``: sum_i BCE(target = sg(p_i), prediction = q_i) — the attribute head teaches the
       class head through q.
 
-    ``normalise`` divides by M (the mean over attributes, like L_att).
+    ``normalise`` divides by M (the mean over attributes, like L_att). ``attribute_weights`` (M,) weight each
+    attribute's term by how much the class explains it (:func:`dmtl.relatedness.attribute_informativeness`);
+    ``confidence`` keeps only the (image, attribute) terms whose teacher is confident (:func:`confident_binary`).
     """
     p = ops.cast(attribute_probs, "float32")
     q = coupled_attribute_probs(class_probs, relatedness)
     if student == "attributes":
-        per_attribute = binary_distillation(ops.stop_gradient(q), p)
+        teacher = ops.stop_gradient(q)
+        per_attribute = binary_distillation(teacher, p)
     elif student == "classes":
-        per_attribute = binary_distillation(ops.stop_gradient(p), q)
+        teacher = ops.stop_gradient(p)
+        per_attribute = binary_distillation(teacher, q)
     else:
         raise ValueError(f"student must be 'attributes' or 'classes', not {student!r}")
+    if attribute_weights is not None:
+        per_attribute = per_attribute * ops.convert_to_tensor(np.asarray(attribute_weights, np.float32))
+    if confidence:
+        per_attribute = ops.where(confident_binary(teacher, confidence) > 0, per_attribute,
+                                  ops.zeros_like(per_attribute))
     per_image = ops.sum(per_attribute, axis=-1)
     if normalise:
         per_image = per_image / max(int(p.shape[-1]), 1)
@@ -190,24 +211,75 @@ def co_annotation_indicator(attribute_labels, relatedness):
     return indicator, ops.cast(ops.sum(labelled, axis=-1) > 0, "float32")
 
 
+def _categorical_entropy(probs):
+    return -ops.sum(probs * _log(probs), axis=-1)
+
+
+def attribute_evidence(attribute_labels, relatedness, class_prior, informative=None):
+    """What an image's labelled attributes say about its class under the relatedness model (the attributes
+    independent given the class, as Eq. 2 and 4 assume): the posterior
+    p(c | a_obs) ∝ pi_c prod_i p(a_i|c)^y_i (1 - p(a_i|c))^(1 - y_i) over the labelled attributes, and
+    the share of class entropy it removes, 1 - H(p(c | a_obs)) / H(pi) clipped to [0, 1] (Lindley 1956's
+    information of an observation, normalised as Theil's uncertainty coefficient).
+
+    ``informative`` (M,) bool: attributes to use; the others (e.g. columns constant over the classes) are left
+    out exactly, so an image with no informative labelled attribute gets the prior and an information of 0.
+    Returns ``(posterior (B, K), information (B,))``."""
+    y = ops.cast(attribute_labels, "float32")
+    matrix = _matrix(relatedness)
+    labelled = ops.cast(y >= 0, "float32")
+    if informative is not None:
+        labelled = labelled * ops.convert_to_tensor(np.asarray(informative, np.float32))
+    positive = ops.maximum(y, 0.0) * labelled
+    negative = (1.0 - ops.maximum(y, 0.0)) * labelled
+    log_likelihood = (ops.matmul(positive, ops.transpose(_log(matrix)))
+                      + ops.matmul(negative, ops.transpose(_log1m(matrix))))
+    log_prior = _log(ops.convert_to_tensor(np.asarray(class_prior, np.float32)))[None, :]
+    posterior = ops.softmax(log_prior + log_likelihood, axis=-1)
+    # the prior's entropy through the same operations, so "no evidence" gives exactly 0 information
+    prior = ops.softmax(log_prior + ops.zeros_like(log_likelihood), axis=-1)
+    information = 1.0 - _categorical_entropy(posterior) / ops.maximum(_categorical_entropy(prior), EPSILON)
+    return posterior, ops.clip(information, 0.0, 1.0)
+
+
 def soft_co_annotation_terms(class_probs, attribute_labels, relatedness, direction: str = "printed",
-                             temperature: float = 1.0):
+                             temperature: float = 1.0, class_prior=None, attribute_weights=None,
+                             confidence: float = 0.0):
     """Eq. 4-6 per image: q(c|x) = softmax_c(I(c|x) / T); ``printed`` sum_c -p(c|x) log q(c|x), or
     ``distillation`` sum_c -q(c|x) log p(c|x) (q as a soft label). Mask = image has attribute labels.
 
     T = 1 is Eq. 5 as printed; since I is in [0, 1], q is then nearly flat (for K = 7 its largest value is at
-    most e / (e + 6) = 0.31), and a smaller T sharpens it."""
+    most e / (e + 6) = 0.31), and a smaller T sharpens it.
+
+    Relatedness-aware strength (:func:`attribute_evidence`, with ``class_prior``): ``attribute_weights`` (M,)
+    weight each attribute's contribution to I(c|x) (its informativeness; attributes of weight 0 are left out of
+    the evidence too) and multiply each image's term by the share of class entropy its labelled informative
+    attributes remove; ``confidence`` keeps only images whose attributes make one class at least that probable,
+    max_c p(c | a_obs) >= threshold (FixMatch's mask, Sohn et al. 2020; read on the relatedness model's
+    posterior because softmax(I / T) is bounded away from 1: at most e^(1/T) / (e^(1/T) + K - 1))."""
     if direction not in SCA_DIRECTIONS:
         raise ValueError(f"sca direction {direction!r} not in {SCA_DIRECTIONS}")
     if not temperature > 0:
         raise ValueError(f"sca temperature must be > 0, got {temperature}")
     p = ops.cast(class_probs, "float32")
-    indicator, mask = co_annotation_indicator(attribute_labels, relatedness)
+    weighted = relatedness
+    if attribute_weights is not None:
+        weighted = _matrix(relatedness) * ops.convert_to_tensor(np.asarray(attribute_weights, np.float32))[None, :]
+    indicator, mask = co_annotation_indicator(attribute_labels, weighted)
     logits = indicator / float(temperature)
     if direction == "printed":
         per_image = -ops.sum(p * ops.log_softmax(logits, axis=-1), axis=-1)
     else:
         per_image = -ops.sum(ops.softmax(logits, axis=-1) * _log(p), axis=-1)
+    if attribute_weights is not None or confidence:
+        if class_prior is None:
+            class_prior = np.full(p.shape[-1], 1.0 / p.shape[-1], np.float32)
+        informative = None if attribute_weights is None else np.asarray(attribute_weights) > 0
+        posterior, information = attribute_evidence(attribute_labels, relatedness, class_prior, informative)
+        if attribute_weights is not None:
+            per_image = per_image * information
+        if confidence:
+            mask = mask * ops.cast(ops.max(posterior, axis=-1) >= float(confidence), "float32")
     return per_image, mask
 
 

@@ -213,3 +213,95 @@ def from_name(name: str, class_names, attribute_names) -> Relatedness:
     if not path.is_file():
         raise FileNotFoundError(f"relatedness {name!r}: not du2014, affwild2, empirical or an existing CSV file")
     return Relatedness.from_csv(path).reorder_classes(class_names).select(attribute_names, missing="zero")
+
+
+# ------------------------------------------------------------------ how much the relatedness says
+INFORMATIVENESS = ("correlation-ratio", "mutual-information")
+UNINFORMATIVE_BELOW = 0.06
+"""Mean correlation ratio under which a relatedness is reported as close to uninformative: Cohen's (1988) 'medium'
+effect size for eta^2 (0.01 small, 0.06 medium, 0.14 large)."""
+FEW_COANNOTATED = 30
+"""Co-annotated images per class under which an empirical estimate of p(attribute | class) is flagged (the
+standard error of a proportion from n images is up to 0.5 / sqrt(n): 0.09 at n = 30)."""
+
+
+def class_prior(class_counts) -> np.ndarray:
+    """pi_c from per-class image counts; uniform when no class is counted."""
+    counts = np.asarray(class_counts, np.float64).reshape(-1)
+    total = counts.sum()
+    return np.full(counts.shape, 1.0 / max(len(counts), 1)) if total <= 0 else counts / total
+
+
+def _entropy_bits(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(np.where(p > 0, p * np.log2(p), 0.0) + np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0))
+
+
+def attribute_informativeness(matrix, prior=None, measure: str = "correlation-ratio") -> np.ndarray:
+    """How much the class explains each attribute, from p(a_i | c) (K, M) and the class prior pi (K,), in [0, 1]:
+
+    * ``correlation-ratio``: eta_i^2 = Var_c p(a_i|c) / (pbar_i (1 - pbar_i)), pbar_i = sum_c pi_c p(a_i|c): the
+      share of the Bernoulli variance of a_i explained by the class (Pearson's correlation ratio; law of total
+      variance), 1 when the class determines the attribute;
+    * ``mutual-information``: I(a_i; C) / H(a_i), the uncertainty coefficient (Theil 1970).
+
+    A column constant over the classes (with prior mass) is exactly 0, and so is an attribute with pbar in {0, 1}.
+    """
+    if measure not in INFORMATIVENESS:
+        raise ValueError(f"informativeness measure must be one of {INFORMATIVENESS}, not {measure!r}")
+    matrix = np.asarray(getattr(matrix, "matrix", matrix), np.float64)
+    k, m = matrix.shape
+    prior = class_prior(np.ones(k)) if prior is None else np.asarray(prior, np.float64).reshape(-1)
+    if prior.shape != (k,) or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
+        raise ValueError(f"class prior must be {k} non-negative numbers summing to 1, got {prior.tolist()}")
+    weighted = prior > 0
+    pbar = prior @ matrix
+    if measure == "correlation-ratio":
+        explained = prior @ np.square(matrix - pbar)
+        total = pbar * (1.0 - pbar)
+    else:
+        explained = _entropy_bits(pbar) - prior @ _entropy_bits(matrix)  # I(a; C) = H(a) - H(a | C)
+        total = _entropy_bits(pbar)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(total > 1e-12, explained / np.maximum(total, 1e-12), 0.0)
+    rows = matrix[weighted] if weighted.any() else matrix
+    constant = np.ptp(rows, axis=0) == 0 if len(rows) else np.ones(m, bool)
+    return np.where(constant, 0.0, np.clip(value, 0.0, 1.0)).astype(np.float32)
+
+
+def report(relatedness: Relatedness, prior=None, coannotated=None) -> dict:
+    """The relatedness report a run folder holds: each attribute's informativeness (both measures), their means,
+    whether the relatedness is close to uninformative (mean correlation ratio < :data:`UNINFORMATIVE_BELOW`), and,
+    for an empirical estimate, the co-annotated images per class it used (classes under
+    :data:`FEW_COANNOTATED` flagged)."""
+    prior = class_prior(np.ones(len(relatedness.class_names))) if prior is None else np.asarray(prior)
+    eta = attribute_informativeness(relatedness.matrix, prior, "correlation-ratio")
+    mutual = attribute_informativeness(relatedness.matrix, prior, "mutual-information")
+    out = {"class_prior": dict(zip(relatedness.class_names, np.round(prior, 6).tolist())),
+           "attributes": {name: {"correlation_ratio": round(float(e), 6), "mutual_information": round(float(u), 6)}
+                          for name, e, u in zip(relatedness.attribute_names, eta, mutual)},
+           "mean_correlation_ratio": round(float(eta.mean()) if eta.size else 0.0, 6),
+           "mean_mutual_information": round(float(mutual.mean()) if mutual.size else 0.0, 6),
+           "uninformative_below": UNINFORMATIVE_BELOW}
+    out["uninformative"] = out["mean_correlation_ratio"] < UNINFORMATIVE_BELOW
+    if coannotated is not None:
+        counts = {name: int(n) for name, n in zip(relatedness.class_names, coannotated)}
+        out["coannotated_images_per_class"] = counts
+        out["few_coannotated"] = [c for c, n in counts.items() if n < FEW_COANNOTATED]
+    return out
+
+
+def report_warnings(summary: dict) -> list[str]:
+    """The one-line warnings a relatedness report calls for."""
+    lines = []
+    if summary["uninformative"]:
+        lines.append(f"relatedness: the classes explain on average {summary['mean_correlation_ratio']:.3f} of the "
+                     f"attributes' variance (correlation ratio < {UNINFORMATIVE_BELOW}): the tasks are close to "
+                     f"unrelated through this table, so coupling can do little (see relatedness_report.json)")
+    if summary.get("few_coannotated"):
+        counts = summary["coannotated_images_per_class"]
+        lines.append("relatedness: estimated from few co-annotated images for "
+                     + ", ".join(f"{c} ({counts[c]})" for c in summary["few_coannotated"])
+                     + f" (< {FEW_COANNOTATED} each): those rows are noisy")
+    return lines

@@ -44,8 +44,22 @@ CANDIDATES = {
                          "sca": {"direction": "distillation", "temperature": 0.25, "where": "unlabelled",
                                  "rampup_epochs": 2}},
 }
+# Relatedness-aware variants of ``symmetric`` (the best mean worst-task gain of the first calibration), fixed
+# before the second calibration: "informed" weights each term by how much the relatedness says (the correlation
+# ratio per attribute for L_DM; for L_SCA the informativeness-weighted indicator and the share of class entropy
+# the image's attributes remove), "gated" keeps a term only where its teacher is confident (FixMatch's 0.95).
+_SYMMETRIC = CANDIDATES["symmetric"]
+_INFORMED = {"informativeness": "correlation-ratio"}
+_GATED = {"confidence": 0.95}
+CANDIDATES.update({
+    "symmetric-informed": {name: {**options, **_INFORMED} for name, options in _SYMMETRIC.items()},
+    "symmetric-gated": {name: {**options, **_GATED} for name, options in _SYMMETRIC.items()},
+    "symmetric-informed-gated": {name: {**options, **_INFORMED, **_GATED} for name, options in _SYMMETRIC.items()},
+})
+CALIBRATED = [name for name in CANDIDATES if name != "printed"]
+"""The recipes the calibration chooses ``recommended`` from (``printed`` is never the default)."""
 # The calibration's outcome (bench/results/coupling_calibration.md): the candidate the fixed rule chose.
-RECOMMENDED = "printed"
+RECOMMENDED = "symmetric"
 RECIPES = {**CANDIDATES, "recommended": CANDIDATES[RECOMMENDED]}
 
 
@@ -98,4 +112,4 @@ def recipe(name: str) -> dict:
     return copy.deepcopy(RECIPES[name])
 
 
-__all__ = ["CANDIDATES", "LEGACY_KEYS", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
+__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]

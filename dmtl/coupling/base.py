@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from keras import ops
 
 WHERE = ("all", "unlabelled")
@@ -97,3 +98,63 @@ class Coupling:
 
     def __eq__(self, other):
         return isinstance(other, Coupling) and self.get_config() == other.get_config()
+
+
+class RelatednessAware(Coupling):
+    """A coupling whose strength follows how much the relatedness says (issue: coupling that does no harm where
+    the tasks are unrelated). Options shared by ``dm`` and ``sca``:
+
+    ``informativeness``: ``none`` (as printed) or a measure of :func:`dmtl.relatedness.attribute_informativeness`
+    (``correlation-ratio`` | ``mutual-information``), computed from the relatedness and ``class_prior``;
+    ``confidence``: 0 (off) or a FixMatch threshold in [0.5, 1) on the teacher's confidence (Sohn et al. 2020:
+    0.95); ``class_prior``: pi_c (K numbers), filled by the run from the training split's class counts
+    (uniform when not given).
+    """
+
+    def __init__(self, informativeness: str = "none", confidence: float = 0.0, class_prior=None, **common):
+        super().__init__(**common)
+        from dmtl.relatedness import INFORMATIVENESS
+        if informativeness not in ("none", *INFORMATIVENESS):
+            raise ValueError(f"{self.name}: informativeness must be one of {('none', *INFORMATIVENESS)}, not "
+                             f"{informativeness!r}")
+        if not (isinstance(confidence, (int, float)) and (confidence == 0 or 0.5 <= confidence < 1)):
+            raise ValueError(f"{self.name}: confidence must be 0 (off) or a threshold in [0.5, 1), not "
+                             f"{confidence!r}")
+        if class_prior is not None:
+            prior = np.asarray(class_prior, np.float64).reshape(-1)
+            if prior.size == 0 or not np.all(np.isfinite(prior)) or np.any(prior < 0) or prior.sum() <= 0:
+                raise ValueError(f"{self.name}: class_prior must be non-negative numbers with a positive sum, not "
+                                 f"{class_prior!r}")
+            class_prior = [float(v) for v in prior / prior.sum()]
+        self.informativeness, self.confidence, self.class_prior = informativeness, float(confidence), class_prior
+        self._weights_cache = None
+
+    @property
+    def needs_class_prior(self) -> bool:
+        """Whether the strength reads the class prior (the run fills ``class_prior`` from the training split)."""
+        return self.informativeness != "none"
+
+    def prior(self, num_classes: int) -> np.ndarray:
+        if self.class_prior is None:
+            return np.full(num_classes, 1.0 / num_classes)
+        if len(self.class_prior) != num_classes:
+            raise ValueError(f"{self.name}: class_prior has {len(self.class_prior)} values for {num_classes} "
+                             f"classes")
+        return np.asarray(self.class_prior, np.float64)
+
+    def attribute_weights(self, matrix):
+        """(M,) informativeness of each attribute (None when ``informativeness`` is ``none``); cached per
+        matrix."""
+        if self.informativeness == "none":
+            return None
+        matrix = np.asarray(matrix, np.float32)
+        key = (matrix.shape, matrix.tobytes())
+        if self._weights_cache is None or self._weights_cache[0] != key:
+            from dmtl.relatedness import attribute_informativeness
+            weights = attribute_informativeness(matrix, self.prior(matrix.shape[0]), self.informativeness)
+            self._weights_cache = (key, weights)
+        return self._weights_cache[1]
+
+    def strength_options(self) -> dict:
+        return {"informativeness": self.informativeness, "confidence": self.confidence,
+                "class_prior": self.class_prior}

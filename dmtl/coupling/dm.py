@@ -5,13 +5,13 @@ import numpy as np
 from keras import ops
 
 from dmtl import losses
-from dmtl.coupling.base import Coupling, has_labels
+from dmtl.coupling.base import RelatednessAware, has_labels
 
 RELATEDNESS_MODES = ("weights", "indicator")
 SCALES = ("sum", "mean")
 
 
-class DistributionMatching(Coupling):
+class DistributionMatching(RelatednessAware):
     """q(att_i|x) = sum_c p(c|x) p(att_i|c) (Eq. 2) matched with the attribute head's p(att_i|x).
 
     ``form``/``target`` (see :mod:`dmtl.losses`):
@@ -25,6 +25,11 @@ class DistributionMatching(Coupling):
     lacking attribute labels). ``relatedness``: ``weights`` (the matrix as given) or ``indicator`` (1 where a
     weight is non-zero: Eq. 2 as printed for domain knowledge). ``scale``: ``sum`` over attributes (printed) or
     ``mean`` (like L_att).
+
+    Relatedness-aware strength (:class:`RelatednessAware`): ``informativeness`` weights attribute i's term by how
+    much the class explains it (exactly 0 for a relatedness column constant over the classes); ``confidence``
+    (distillation form) keeps a term only where its teacher (q_i for the attribute student, p_i for the class
+    student) has max(t, 1 - t) >= the threshold.
     """
 
     name = "dm"
@@ -45,6 +50,8 @@ class DistributionMatching(Coupling):
             raise ValueError(f"dm: relatedness must be one of {RELATEDNESS_MODES}, not {relatedness!r}")
         if scale not in SCALES:
             raise ValueError(f"dm: scale must be one of {SCALES}, not {scale!r}")
+        if self.confidence and form != "distillation":
+            raise ValueError("dm: confidence gates a teacher: it needs form distillation")
         self.target, self.form, self.relatedness, self.scale_mode = target, form, relatedness, scale
 
     def students(self) -> tuple:
@@ -66,17 +73,19 @@ class DistributionMatching(Coupling):
 
     def terms(self, y, predictions, relatedness, features=None):
         matrix, normalise = self.matrix(relatedness), self.scale_mode == "mean"
+        weights = self.attribute_weights(matrix)
         classes, attributes = predictions["classes"], predictions["attributes"]
         if self.form != "distillation":
             values, _ = losses.distribution_matching_terms(classes, attributes, matrix, self.target, self.form,
-                                                           normalise)
+                                                           normalise, weights)
             return [(values, self._mask(y, "attributes", values))]
         out = []
         for student in self.students():
-            values = losses.dm_distillation_terms(classes, attributes, matrix, student, normalise)
+            values = losses.dm_distillation_terms(classes, attributes, matrix, student, normalise, weights,
+                                                  self.confidence)
             out.append((values, self._mask(y, student, values)))
         return out
 
     def options(self):
         return {"target": self.target, "form": self.form, "relatedness": self.relatedness,
-                "scale": self.scale_mode}
+                "scale": self.scale_mode, **self.strength_options()}

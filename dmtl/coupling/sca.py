@@ -4,15 +4,23 @@ from __future__ import annotations
 from keras import ops
 
 from dmtl import losses
-from dmtl.coupling.base import Coupling, has_labels
+import numpy as np
+
+from dmtl.coupling.base import RelatednessAware, has_labels
 
 
-class SoftCoAnnotation(Coupling):
+class SoftCoAnnotation(RelatednessAware):
     """I(c|x) (Eq. 4) from the image's attribute labels, q(c|x) = softmax(I / T) (Eq. 5), matched with p(c|x).
 
     ``direction``: ``printed`` sum_c -p log q (Eq. 6) or ``distillation`` sum_c -q log p (q as a soft label).
     ``temperature`` T: 1 as printed. ``where="unlabelled"``: only images that lack a class label (it always
     needs attribute labels).
+
+    Relatedness-aware strength (:class:`RelatednessAware`): with ``informativeness``, each attribute counts in
+    I(c|x) in proportion to how much the class explains it (an attribute constant over the classes not at all),
+    and each image's term is weighted by the share of class entropy its labelled attributes remove under the
+    relatedness model (:func:`dmtl.losses.attribute_evidence`), so a table that says nothing gives exactly 0;
+    ``confidence`` keeps only images whose attributes make one class at least that probable.
     """
 
     name = "sca"
@@ -25,15 +33,22 @@ class SoftCoAnnotation(Coupling):
             raise ValueError(f"sca: temperature must be a number > 0, not {temperature!r}")
         self.direction, self.temperature = direction, float(temperature)
 
+    @property
+    def needs_class_prior(self) -> bool:
+        return self.informativeness != "none" or bool(self.confidence)  # the gate reads the posterior
+
     def students(self) -> tuple:
         return ("classes",)
 
     def terms(self, y, predictions, relatedness, features=None):
-        values, mask = losses.soft_co_annotation_terms(predictions["classes"], y["attributes"], relatedness,
-                                                       self.direction, self.temperature)
+        matrix = np.asarray(relatedness, np.float32)
+        values, mask = losses.soft_co_annotation_terms(
+            predictions["classes"], y["attributes"], matrix, self.direction, self.temperature,
+            class_prior=self.prior(matrix.shape[0]), attribute_weights=self.attribute_weights(matrix),
+            confidence=self.confidence)
         if self.where == "unlabelled":
             mask = mask * (1.0 - has_labels(y, "classes"))
         return [(values, mask)]
 
     def options(self):
-        return {"direction": self.direction, "temperature": self.temperature}
+        return {"direction": self.direction, "temperature": self.temperature, **self.strength_options()}

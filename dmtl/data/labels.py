@@ -34,8 +34,11 @@ def load_labels(data_dirs, split: str, class_names, attribute_names,
 
 def count_labelled(data_dirs, split, class_names, attribute_names, unlisted_classes: str = "error",
                    fold: int | None = None) -> dict:
-    """How many images of a split carry a class label, an attribute label, both, any."""
+    """How many images of a split carry a class label, an attribute label, both, any; and per class
+    (``per_class``, in ``class_names`` order)."""
     classes, attributes = load_labels(data_dirs, split, class_names, attribute_names, unlisted_classes, fold)
     has_class, has_attr = classes >= 0, (attributes >= 0).any(axis=1)
+    per_class = np.bincount(classes[has_class].astype(np.int64), minlength=len(class_names))[:len(class_names)]
     return {"images": int(len(classes)), "classes": int(has_class.sum()), "attributes": int(has_attr.sum()),
-            "both": int((has_class & has_attr).sum()), "any": int((has_class | has_attr).sum())}
+            "both": int((has_class & has_attr).sum()), "any": int((has_class | has_attr).sum()),
+            "per_class": [int(n) for n in per_class]}

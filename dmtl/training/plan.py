@@ -6,6 +6,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from dmtl import config as config_lib
 from dmtl import relatedness as relatedness_lib
 from dmtl.data import labels as data_labels
@@ -65,6 +67,7 @@ class RunPlan:
     counts: dict  # labelled counts of the training split (images, classes, attributes, both, any)
     couplings: list  # [{"name": ..., **options}] (empty unless setting c)
     relatedness: object = None  # dmtl.relatedness.Relatedness when coupling
+    relatedness_report: dict = None  # dmtl.relatedness.report: informativeness per attribute, warnings
 
     data_size: tuple = None  # (H, W) the data folders were built at (the first folder's)
 
@@ -116,10 +119,19 @@ class RunPlan:
                 term.check_names(class_names, attribute_names)
             except ValueError as error:
                 raise RunError(str(error)) from None
+        report = None
         if any(term.needs_relatedness for term in built):
-            relatedness = build_relatedness(config, class_names, attribute_names, dirs)
+            relatedness, coannotated = build_relatedness(config, class_names, attribute_names, dirs)
+            prior = relatedness_lib.class_prior(counts["per_class"])
+            # strengths that read the class prior get the training split's (kept in the model's config)
+            couplings = [{**c, "class_prior": [float(v) for v in prior]}
+                         if getattr(term, "needs_class_prior", False) and c.get("class_prior") is None else c
+                         for c, term in zip(couplings, built)]
+            report = relatedness_lib.report(relatedness, prior, coannotated)
+            for line in relatedness_lib.report_warnings(report):
+                log.warning("%s", line)
         sizes = [tuple(records.read_dataset_json(d).get("image_size") or ()) for d in dirs]
-        plan = cls(config, dirs, class_names, attribute_names, tasks, counts, couplings, relatedness,
+        plan = cls(config, dirs, class_names, attribute_names, tasks, counts, couplings, relatedness, report,
                    sizes[0] or None)
         differ = sorted({s for s in sizes if s and s != (plan.input_size, plan.input_size)})
         if differ:
@@ -129,7 +141,8 @@ class RunPlan:
 
 
 def build_relatedness(config, class_names, attribute_names, dirs):
-    """p(attribute | class) for coupling, by name: du2014 | affwild2 | empirical | CSV file."""
+    """p(attribute | class) for coupling, by name: du2014 | affwild2 | empirical | CSV file; returns
+    ``(relatedness, co-annotated images per class or None)`` (the counts an empirical estimate used)."""
     name = config["relatedness"]
     if name == "empirical":
         split = config["relatedness_split"]
@@ -146,5 +159,6 @@ def build_relatedness(config, class_names, attribute_names, dirs):
         if empty:
             log.warning("relatedness: classes %s have no image labelled for both tasks in split %r; their rows "
                         "are all zero", empty, split)
-        return relatedness
-    return relatedness_lib.from_name(name, class_names, attribute_names)
+        coannotated = np.bincount(classes[both].astype(np.int64), minlength=len(class_names))[:len(class_names)]
+        return relatedness, coannotated
+    return relatedness_lib.from_name(name, class_names, attribute_names), None

@@ -2,7 +2,7 @@
 
 The run folder holds ``config.yaml`` (the resolved configuration), ``history.csv``, TensorBoard ``logs/``,
 ``best.weights.h5`` and ``last.weights.h5``, ``model.keras`` (best weights), ``export/`` (SavedModel serving
-uint8 faces), ``relatedness.csv``/``.png`` when coupling, and ``summary.json`` once training has finished.
+uint8 faces), ``relatedness.csv``/``.png`` and ``relatedness_report.json`` (how informative it is) when coupling, and ``summary.json`` once training has finished.
 Killing a run and starting the same command again resumes from the last finished epoch.
 """
 from __future__ import annotations
@@ -111,6 +111,7 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     keras.utils.set_random_seed(int(config["seed"]))
     if plan.relatedness is not None:
         save_relatedness(plan.relatedness, run_dir)
+        write_json(run_dir / "relatedness_report.json", plan.relatedness_report)
 
     def train_run(overrides, sub_dir):
         return run({**config, **overrides}, sub_dir, verbose=verbose)
