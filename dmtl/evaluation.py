@@ -53,9 +53,40 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                 "note": "per-attribute thresholds chosen on the validation split (not the paper's 0.5)",
                 "mean_f1": tuned["mean_f1"], "afa": tuned["afa"], "thresholds": thresholds.tolist()}
     result["diagnostics"] = diagnostics(outputs, tasks)
+    if model == "keras" and len(tasks) > 1:
+        best = per_task_best(run_dir, config, dirs, split, batch_size, size, unlisted)
+        if best:
+            result["per_task_best"] = best
     write_json(run_dir / "metrics.json", result)
     write_text(run_dir / "metrics.md", format_table(result))
     return result
+
+
+def per_task_best(run_dir: Path, config: dict, dirs, split, batch_size, size, unlisted) -> dict:
+    """Each task's primary metric on ``split`` at the selected checkpoint's epoch and at the task's own best
+    validation epoch (``best-<task>.weights.h5``, kept by multi-task runs): a gap says the loss to single-task
+    comes from choosing one epoch for two tasks, no gap that it comes from the shared model."""
+    import json
+
+    from dmtl.training.run import per_task_checkpoint
+
+    selected = run_dir / "best.weights.h5.json"
+    selected_epoch = json.loads(selected.read_text())["epoch"] if selected.is_file() else None
+    out = {}
+    for task in config_lib.SETTING_TASKS[config["setting"]]:
+        weights = per_task_checkpoint(run_dir, task)
+        if not weights.is_file():
+            return {}
+        metric = config["primary_metrics"][task]
+        predict, class_names, attribute_names = load_predictor(run_dir, "keras", weights)
+        outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size,
+                                        unlisted, config.get("fold"))
+        scores = (metrics.class_metrics if task == "classes" else metrics.attribute_metrics)(labels[task],
+                                                                                            outputs[task])
+        record = json.loads(weights.with_name(weights.name + ".json").read_text())
+        out[task] = {"metric": metric, "own_best_epoch": record["epoch"], "selected_epoch": selected_epoch,
+                     "at_own_best_epoch": float(scores[metric])}
+    return out
 
 
 def input_size(run_dir: Path, config: dict):

@@ -43,6 +43,12 @@ def test_train_each_setting_writes_a_complete_run(demo_data, tmp_path, setting):
     if setting == "c":
         assert {"dm_loss", "sca_loss", "classes_loss", "attributes_loss"} <= set(history[0])
         assert (out / "relatedness.csv").is_file() and (out / "relatedness.png").is_file()
+        report = json.loads((out / "relatedness_report.json").read_text())
+        names = json.loads((out / "summary.json").read_text())["attribute_names"]
+        assert list(report["attributes"]) == names and 0 <= report["mean_correlation_ratio"] <= 1
+    per_task = {f"best-{t}.weights.h5" for t in ("classes", "attributes")}
+    assert per_task <= {f.name for f in out.iterdir()} if setting in ("nc", "c") else not per_task & {
+        f.name for f in out.iterdir()}
     if setting == "st-classes":
         assert "attributes_loss" not in history[0]
 
@@ -202,6 +208,14 @@ def test_compare_writes_the_paper_tables(demo_data, tmp_path):
     assert nc["classes_delta_vs_st"] == pytest.approx(delta)
     assert nc["classes_negative_transfer"] == (delta < 0)
     assert st["classes_accuracy"][1] >= 0  # std over the 2 seeds
+    # per-task best epoch: multi-task rows only; with one epoch the own best epoch is the selected one
+    assert "own best epoch" in table
+    for row in rows:
+        multi = row["label"] != "ST"
+        for task, metric in (("classes", "accuracy"), ("attributes", "mean_f1")):
+            assert bool(row.get(f"{task}_at_own_best_epoch")) == multi
+            if multi:
+                assert float(row[f"{task}_at_own_best_epoch"]) == pytest.approx(float(row[f"{task}_{metric}"]))
 
 
 def test_coupling_ablation_plans_each_effective_configuration_once():
@@ -479,3 +493,23 @@ def test_related_methods_train_through_train_py_and_appear_in_a_compare_table(de
     assert "aal_loss" not in logged["nc"] and "mtpsl_loss" not in logged["nc"]  # options reach their row only
     saved = (runs / "aal-nc-seed0" / "config.yaml").read_text()
     assert "AU12" in saved and "AU4" in saved
+
+
+def test_run_plan_fills_the_class_prior_from_the_training_split(demo_data):
+    from dmtl import config as config_lib
+    from dmtl.data import labels as data_labels
+    from dmtl.training.plan import RunPlan
+
+    config = config_lib.resolve("demo", None, {"data": str(demo_data), "coupling_recipe": "symmetric-informed"})
+    plan = RunPlan.resolve(config)
+    classes, _ = data_labels.load_labels([demo_data], "train", plan.class_names, plan.attribute_names)
+    counts = np.bincount(classes[classes >= 0], minlength=len(plan.class_names))
+    for coupling in plan.couplings:
+        assert coupling["class_prior"] == pytest.approx(counts / counts.sum())
+    assert plan.relatedness_report["class_prior"] == pytest.approx(
+        dict(zip(plan.class_names, np.round(counts / counts.sum(), 6))))
+    # a prior the user gives is kept
+    config = config_lib.resolve("demo", None, {"data": str(demo_data), "coupling_recipe": "symmetric-informed",
+                                               "coupling": {"dm": {"class_prior": [1] * 7}}})
+    dm = next(c for c in RunPlan.resolve(config).couplings if c["name"] == "dm")
+    assert dm["class_prior"] == [1] * 7

@@ -1,7 +1,11 @@
-"""``dmtl describe --database NAME --root DIR [--option key=value ...]``: a database's label counts as JSON.
+"""``dmtl describe --database NAME --root DIR [--option key=value ...] [--relatedness SOURCE]``: a database's label
+counts as JSON.
 
 Prints one JSON object: images, class_labelled, attribute_labelled (at least one attribute label), both_labelled,
-classes, attributes, splits (the same counts per split) and skipped. A bad database tree exits with code 2 and a
+classes, attributes, splits (the same counts per split) and skipped. With ``--relatedness`` (du2014 | affwild2 |
+empirical | FILE.csv) it adds ``relatedness``: the report a coupled run writes (each attribute's informativeness
+under the training split's class prior; for ``empirical``, estimated from ``--relatedness-split``, the
+co-annotated images per class), and prints its warnings on stderr. A bad database tree exits with code 2 and a
 one-line message naming the file and line.
 """
 from __future__ import annotations
@@ -31,11 +35,41 @@ def describe(table: AnnotationTable) -> dict:
             "splits": {s: counts(table.split(s)) for s in SPLITS}, "skipped": dict(table.skipped)}
 
 
+def relatedness_of(table: AnnotationTable, source: str, split: str) -> dict:
+    """The relatedness report (:func:`dmtl.relatedness.report`) of ``source`` for this database."""
+    from dmtl import relatedness as relatedness_lib
+
+    classes, attributes = list(table.schema.class_names), list(table.schema.attribute_names)
+    train = table.split("train").class_labels()
+    prior = relatedness_lib.class_prior(np.bincount(train[train >= 0].astype(np.int64), minlength=len(classes)))
+    coannotated = None
+    if source == "empirical":
+        part = table.split(split)
+        class_labels, attribute_labels = part.class_labels(), part.attribute_labels()
+        both = (class_labels >= 0) & (attribute_labels >= 0).any(axis=1)
+        if not both.any():
+            raise ValueError(f"relatedness 'empirical': no image of split {split!r} is labelled for both tasks "
+                             f"(choose another --relatedness-split)")
+        related = relatedness_lib.from_annotations(class_labels, attribute_labels, classes, attributes,
+                                                   missing_classes="zero")
+        coannotated = np.bincount(class_labels[both].astype(np.int64), minlength=len(classes))
+    else:
+        related = relatedness_lib.from_name(source, classes, attributes)
+    summary = relatedness_lib.report(related, prior, coannotated)
+    for line in relatedness_lib.report_warnings(summary):
+        print(f"warning: {line}", file=sys.stderr)
+    return {"source": source, **({"split": split} if source == "empirical" else {}), **summary}
+
+
 def add_arguments(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--database", help=f"one of: {', '.join(available())}")
     cmd.add_argument("--root", help="database folder (a pair: name1=DIR1,name2=DIR2)")
     cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="adapter option, value read as YAML (= --set option.KEY=VALUE)")
+    cmd.add_argument("--relatedness", metavar="SOURCE",
+                     help="also report how informative a relatedness is: du2014 | affwild2 | empirical | FILE.csv")
+    cmd.add_argument("--relatedness-split", default="train",
+                     help="the split whose co-annotated images give 'empirical' relatedness (default: train)")
     add_config_arguments(cmd)
 
 
@@ -53,12 +87,15 @@ def run(args) -> int:
         if not settings.get("database") or not settings.get("root"):
             raise ConfigError("--database and --root are required")
         table = load_database(settings["database"], settings["root"], **options)
-    except (DatabaseFormatError, ValueError, TypeError, ModuleNotFoundError) as error:
+        result = describe(table)
+        if getattr(args, "relatedness", None):
+            result["relatedness"] = relatedness_of(table, args.relatedness, args.relatedness_split)
+    except (DatabaseFormatError, ValueError, TypeError, ModuleNotFoundError, KeyError, FileNotFoundError) as error:
         if getattr(args, "debug", False):
             raise
         print(f"error: {error}".splitlines()[0], file=sys.stderr)
         return 2
-    print(json.dumps(describe(table), indent=1))
+    print(json.dumps(result, indent=1))
     return 0
 
 

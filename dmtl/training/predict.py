@@ -19,8 +19,9 @@ def register_serializables() -> None:
         importlib.import_module(target.split(":")[0])
 
 
-def load_predictor(run_dir: Path, kind: str):
-    """A function images[-1,1] -> {"classes", "attributes"} probabilities, plus class and attribute names."""
+def load_predictor(run_dir: Path, kind: str, weights=None):
+    """A function images[-1,1] -> {"classes", "attributes"} probabilities, plus class and attribute names.
+    ``weights``: a weights file of the run to load into ``model.keras`` (kind ``keras``)."""
     run_dir = Path(run_dir)
     if kind == "export":
         from dmtl.export import ServingModel
@@ -34,6 +35,8 @@ def load_predictor(run_dir: Path, kind: str):
         import keras
         register_serializables()
         model = keras.saving.load_model(run_dir / "model.keras")
+        if weights is not None:
+            model.load_weights(weights)
 
         def predict(images):
             return {k: np.asarray(v) for k, v in model(images, training=False).items()}

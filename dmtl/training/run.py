@@ -1,7 +1,7 @@
 """One training run: configuration -> plan (data, relatedness) -> stages -> model -> ``fit`` -> run folder.
 
 The run folder holds ``config.yaml`` (the resolved configuration), ``history.csv``, TensorBoard ``logs/``,
-``best.weights.h5`` and ``last.weights.h5``, ``model.keras`` (best weights), ``export/`` (SavedModel serving
+``best.weights.h5`` and ``last.weights.h5`` (and ``best-<task>.weights.h5``, each task's own best epoch, in multi-task settings), ``model.keras`` (best weights), ``export/`` (SavedModel serving
 uint8 faces), ``relatedness.csv``/``.png`` and ``relatedness_report.json`` (how informative it is) when coupling, and ``summary.json`` once training has finished.
 Killing a run and starting the same command again resumes from the last finished epoch.
 """
@@ -47,6 +47,11 @@ def save_relatedness(relatedness, run_dir: Path) -> None:
     fig.tight_layout()
     fig.savefig(run_dir / "relatedness.png", dpi=120)
     plt.close(fig)
+
+
+def per_task_checkpoint(run_dir: Path, task: str) -> Path:
+    """The weights of the epoch with ``task``'s best primary validation metric."""
+    return Path(run_dir) / f"best-{task}.weights.h5"
 
 
 def model_spec(plan: RunPlan) -> ModelSpec:
@@ -99,7 +104,7 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
     if force:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
         for stale in ("backup", "history.csv", "best.weights.h5", "best.weights.h5.json", "last.weights.h5",
-                      "summary.json"):
+                      "summary.json", *(f"best-{t}.weights.h5{x}" for t in plan.tasks for x in ("", ".json"))):
             target = run_dir / stale
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     architecture = get_architecture(config["architecture"], **config["architecture_options"])
@@ -150,6 +155,10 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
         AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         AtomicCheckpoint(run_dir / "best.weights.h5", monitor=config["monitor"]),
         AtomicCheckpoint(run_dir / "last.weights.h5"),
+        # each task's own best epoch (multi-task): tells a loss to single-task caused by the shared model from one
+        # caused by choosing one epoch for two tasks (evaluate's per_task_best)
+        *([AtomicCheckpoint(per_task_checkpoint(run_dir, task), monitor=f"val_{task}_{config['primary_metrics'][task]}")
+           for task in plan.tasks] if len(plan.tasks) > 1 else []),
         EpochHistory(run_dir / "history.csv"),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         EpochSummary(epochs),
