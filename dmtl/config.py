@@ -267,8 +267,48 @@ _TYPES = {"epochs": int, "batch_size": int, "input_size": int, "seed": int, "shu
           "lr": float, "weight_decay": float, "label_smoothing": float, "head_dropout": float}
 
 
+# (lowest, lowest allowed?, highest, highest allowed?) per numeric option; None = unbounded
+_RANGES = {"epochs": (1, True, None, None), "batch_size": (1, True, None, None), "lr": (0, False, None, None),
+           "weight_decay": (0, True, None, None), "label_smoothing": (0, True, 1, False),
+           "head_dropout": (0, True, 1, False), "shuffle_buffer": (1, True, None, None), "seed": (0, True, None, None)}
+
+
+def _check_range(key: str, value, low, low_in, high, high_in) -> None:
+    import math
+    ok = math.isfinite(float(value)) and (low is None or (value >= low if low_in else value > low)) and (
+        high is None or (value <= high if high_in else value < high))
+    if not ok:
+        lower = "" if low is None else f"{'>=' if low_in else '>'} {low}"
+        upper = "" if high is None else f"{'<=' if high_in else '<'} {high}"
+        raise ConfigError(f"{key} must be {' and '.join(x for x in (lower, upper) if x)}, got {value!r}")
+
+
+def check_ranges(config: dict) -> None:
+    """Every numeric option within its range (before anything is built or written)."""
+    for key, bounds in _RANGES.items():
+        _check_range(key, config[key], *bounds)
+    for key in ("steps_per_epoch", "fold"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
+                                  value < (1 if key == "steps_per_epoch" else 0)):
+            raise ConfigError(f"{key} must be null or an integer >= {1 if key == 'steps_per_epoch' else 0}, "
+                              f"got {value!r}")
+    for task, weight in (config["loss_weights"] or {}).items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"loss_weights.{task} must be a number >= 0, got {weight!r}")
+        _check_range(f"loss_weights.{task}", weight, 0, True, None, None)
+    if config["input_size"] is not None:
+        from dmtl.models import input_sizes
+        try:
+            low, high = input_sizes(config["backbone"])
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        _check_range(f"input_size (backbone {config['backbone']!r})", config["input_size"], low, True, high, True)
+
+
 def validate(config: dict) -> None:
-    """Checks names, types and the compatibility of the method axes and couplings (before any run folder)."""
+    """Checks names, types, ranges and the compatibility of the method axes and couplings (before any run
+    folder)."""
     if config["setting"] not in SETTINGS:
         raise ConfigError(f"setting {config['setting']!r} not in {SETTINGS}")
     if config["database"] is None:
@@ -280,6 +320,7 @@ def validate(config: dict) -> None:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 kind is int and not float(value).is_integer()):
             raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    check_ranges(config)
     for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
         if config[key] not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {config[key]!r}")

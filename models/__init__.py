@@ -18,9 +18,14 @@ REGISTRY = {
 BACKBONES = tuple(REGISTRY)
 
 
+def input_sizes(name: str) -> tuple[int, int]:
+    """The input sides a registered backbone accepts (a builder's ``input_sizes``; keras.applications: 32 up)."""
+    return getattr(lookup(REGISTRY, name, "backbone"), "input_sizes", (32, 2048))
+
+
 def build_backbone(name: str, input_shape=(112, 112, 3), weights=None, **options):
     """Builds a registered backbone by name (``small``: a CPU-sized CNN; the others: ``keras.applications``)."""
     return lookup(REGISTRY, name, "backbone")(input_shape, weights=weights, **options)
 
 
-__all__ = ["BACKBONES", "REGISTRY", "TaskHead", "application_backbone", "build_backbone", "small_cnn"]
+__all__ = ["BACKBONES", "REGISTRY", "TaskHead", "application_backbone", "build_backbone", "input_sizes", "small_cnn"]

@@ -47,3 +47,6 @@ def build(input_shape=(112, 112, 3), weights=None, **options) -> keras.Model:
     if weights is not None:
         raise ValueError("the small CNN has no pretrained weights; train it from scratch (weights: null)")
     return small_cnn(input_shape, **options)
+
+
+build.input_sizes = (8, 2048)  # three 2x2 poolings need 8 px; the upper bound is a sanity limit

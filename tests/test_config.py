@@ -129,3 +129,25 @@ def test_related_method_shorthands_and_their_incompatibilities_fail_at_config_ti
             ({"setting": "nc", "auxiliary": {"mtpsl": {"depth": 0}}}, "depth must be")]:
         with pytest.raises(config.ConfigError, match=message):
             config.resolve("demo", overrides=overrides)
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("epochs", -1, "epochs must be >= 1"), ("epochs", 0, "epochs must be >= 1"), ("lr", -1, "lr must be > 0"),
+    ("lr", 0, "lr must be > 0"), ("lr", float("nan"), "lr must be > 0"), ("batch_size", 0, "batch_size must be >= 1"),
+    ("input_size", 0, "input_size"), ("input_size", 4, "input_size"), ("steps_per_epoch", 0, "steps_per_epoch"),
+    ("fold", -1, "fold"), ("weight_decay", -0.1, "weight_decay"), ("label_smoothing", 1.0, "label_smoothing"),
+    ("head_dropout", 1.5, "head_dropout"), ("shuffle_buffer", 0, "shuffle_buffer"), ("seed", -3, "seed"),
+    ("loss_weights", {"classes": -1}, "loss_weights.classes"),
+])
+def test_numeric_options_out_of_range_are_refused_before_anything_runs(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        config.resolve("demo", overrides={key: value})
+
+
+def test_numeric_options_at_their_bounds_are_accepted():
+    c = config.resolve("demo", overrides={"epochs": 1, "batch_size": 1, "input_size": 8, "steps_per_epoch": 1,
+                                          "fold": 0, "weight_decay": 0, "label_smoothing": 0, "seed": 0,
+                                          "loss_weights": {"classes": 0}})
+    assert c["epochs"] == 1 and c["input_size"] == 8
+    with pytest.raises(ConfigError, match="input_size .*resnet50.* >= 32"):
+        config.resolve("demo", overrides={"backbone": "resnet50", "input_size": 16})
