@@ -203,8 +203,12 @@ def from_annotations(class_labels, attribute_labels, class_names, attribute_name
     return Relatedness(class_names, attribute_names, matrix)
 
 
-def from_name(name: str, class_names, attribute_names) -> Relatedness:
-    """``du2014`` / ``affwild2`` / a CSV path, restricted and ordered to the given classes and attributes."""
+def from_name(name: str, class_names, attribute_names, fill_missing=None) -> Relatedness:
+    """``du2014`` / ``affwild2`` / a CSV path, restricted and ordered to the given classes and attributes.
+
+    A CSV must name every class and attribute of the data (case-sensitive; it may name more): otherwise a
+    one-line error lists the missing names and the CSV's names the data lacks, unless ``fill_missing=0``, which
+    gives the missing ones all-zero rows and columns."""
     if name in ("du2014", "du_et_al_2014", "domain"):
         return du_et_al_2014(class_names, attribute_names)
     if name in ("affwild2", "affwild2_empirical"):
@@ -212,7 +216,23 @@ def from_name(name: str, class_names, attribute_names) -> Relatedness:
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"relatedness {name!r}: not du2014, affwild2, empirical or an existing CSV file")
-    return Relatedness.from_csv(path).reorder_classes(class_names).select(attribute_names, missing="zero")
+    if fill_missing not in (None, 0):
+        raise ValueError(f"relatedness_fill_missing must be null (missing names are an error) or 0, not "
+                         f"{fill_missing!r}")
+    table = Relatedness.from_csv(path)
+    if fill_missing is None:
+        problems = []
+        for kind, wanted, given in (("classes", class_names, table.class_names),
+                                    ("attributes", attribute_names, table.attribute_names)):
+            missing = [n for n in wanted if n not in given]
+            if missing:
+                unknown = [n for n in given if n not in wanted]
+                problems.append(f"{kind} {missing} are missing" + (f" (the file has {unknown}, which the data "
+                                                                    f"lacks)" if unknown else ""))
+        if problems:
+            raise ValueError(f"relatedness {path}: {'; '.join(problems)}; names are case-sensitive; set "
+                             f"relatedness_fill_missing: 0 to give missing names weight 0")
+    return table.reorder_classes(class_names, missing="zero").select(attribute_names, missing="zero")
 
 
 # ------------------------------------------------------------------ how much the relatedness says

@@ -91,3 +91,17 @@ def test_from_annotations_is_vectorised_at_affwild2_scale():
     elapsed = time.perf_counter() - start
     assert r.shape == (8, 12) and np.all((r.matrix > 0.45) & (r.matrix < 0.55))
     assert elapsed < 5.0  # generous bound for a loaded CI machine; the benchmark-free target is < 1 s
+
+
+def test_a_csv_missing_data_names_is_a_one_line_error_unless_fill_missing(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("class,au1,AU2\nhappiness,0.5,0.2\nsadness,0.1,0.9\n")
+    with pytest.raises(ValueError, match=r"attributes \['AU1'\] are missing \(the file has \['au1'\]") as error:
+        from_name(str(path), ["happiness", "sadness"], ["AU1", "AU2"])
+    assert len(str(error.value).splitlines()) == 1 and "case-sensitive" in str(error.value)
+    with pytest.raises(ValueError, match=r"classes \['anger'\] are missing"):
+        from_name(str(path), ["happiness", "anger"], ["au1", "AU2"])
+    partial = from_name(str(path), ["happiness", "anger"], ["AU1", "AU2"], fill_missing=0)
+    np.testing.assert_allclose(partial.matrix, [[0.0, 0.2], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="relatedness_fill_missing"):
+        from_name(str(path), ["happiness"], ["AU2"], fill_missing=0.5)

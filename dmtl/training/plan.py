@@ -161,4 +161,8 @@ def build_relatedness(config, class_names, attribute_names, dirs):
                         "are all zero", empty, split)
         coannotated = np.bincount(classes[both].astype(np.int64), minlength=len(class_names))[:len(class_names)]
         return relatedness, coannotated
-    return relatedness_lib.from_name(name, class_names, attribute_names), None
+    try:
+        return relatedness_lib.from_name(name, class_names, attribute_names,
+                                         config.get("relatedness_fill_missing")), None
+    except (ValueError, FileNotFoundError) as error:
+        raise RunError(str(error)) from None
