@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 
@@ -11,12 +12,12 @@ from pathlib import Path
 def atomic_path(path, prefix: str = "tmp-"):
     """Yields a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
 
-    The temporary name keeps the final suffix (``tmp-best.weights.h5``) so libraries that check extensions accept
-    it. On an exception the temporary is removed and ``path`` is left as it was.
+    The temporary name is unique (``tmp-<pid>-<random>-best.weights.h5``: two writers never share one) and keeps
+    the final suffix, so libraries that check extensions accept it. On an exception the temporary is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(prefix + path.name)
+    tmp = path.with_name(f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
         if tmp.is_file():

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dmtl.data import records
+from dmtl.lock import FolderLock
 from dmtl.databases.base import FOLD_PREFIX, SPLITS, AnnotationTable, fold_columns
 from dmtl.preprocessing import manifest
 from dmtl.preprocessing.detectors import resolve
@@ -84,6 +85,23 @@ def build_arguments(table, settings: Settings, shard_size: int, retinaface_weigh
             "settings": dataclasses.asdict(settings), "retinaface_weights": weights}
 
 
+def check_output_folder(out_dir: Path, roots=()) -> None:
+    """A build writes only into a folder of its own: never the database folder (or a folder inside it, or one
+    that contains it), and never a non-empty folder that no build made (its files would be overwritten)."""
+    out = Path(out_dir).resolve()
+    for root in roots:
+        root = Path(root).resolve()
+        if out == root or root in out.parents or out in root.parents:
+            where = "is" if out == root else "is inside" if root in out.parents else "contains"
+            raise ValueError(f"--out {out_dir} {where} the database folder {root}: a build writes shards, "
+                             f"manifest.csv and dataset.json, so give it a folder outside the database")
+    if out.is_dir() and not (out / BUILD_JSON).is_file():
+        foreign = [p.name for p in out.iterdir() if p.name != LOCK_FILE]
+        if foreign:
+            raise ValueError(f"--out {out_dir} already holds files no build wrote (e.g. {sorted(foreign)[0]}): "
+                             f"choose a new or empty folder")
+
+
 def check_or_store_arguments(out_dir: Path, arguments: dict) -> None:
     path = out_dir / BUILD_JSON
     if not path.is_file():
@@ -109,36 +127,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-class _Lock:
-    """Refuses two builds writing into one folder at once; a lock left by a dead process is taken over."""
-
-    def __init__(self, out_dir: Path):
-        self.path = out_dir / LOCK_FILE
-
-    def __enter__(self):
-        try:
-            pid = int(self.path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid and pid != os.getpid() and _alive(pid):
-            raise RuntimeError(f"another build (process {pid}) is writing into {self.path.parent}")
-        self.path.write_text(str(os.getpid()))
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temporaries(out_dir: Path) -> int:
     """Deletes temporary files an interrupted build left (``.<name>.tmp-<pid>``); returns how many."""
     count = 0
@@ -158,15 +146,17 @@ def build(table: AnnotationTable, out_dir, detector: str = "auto", size: int = 1
           shard_size: int = 1000, image_format: str = "jpeg", jpeg_quality: int = 95,
           face_choice: str = "confident", retinaface_weights=None, max_pixels: int = MAX_PIXELS,
           detect_max_side: int = 1280, database: str | None = None, progress: bool = True, log=print,
-          runner: str = "local", pipeline_options: str | None = None) -> dict:
+          runner: str = "local", pipeline_options: str | None = None, roots=()) -> dict:
     """Builds (or resumes) a data folder from ``table``; returns a summary (counts per status, timing, …).
 
     ``runner``: ``local`` (this machine's process pool) or ``beam`` (the same steps as an Apache Beam pipeline,
     :mod:`dmtl.preprocessing.beam`; ``pipeline_options`` as on a Beam command line, default the DirectRunner in
-    multi-process mode with ``workers`` processes). Both write the same shards, manifest and metadata."""
+    multi-process mode with ``workers`` processes). Both write the same shards, manifest and metadata.
+    ``roots``: the database folders, which the output folder must stay out of (:func:`check_output_folder`)."""
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
     out_dir = Path(out_dir)
+    check_output_folder(out_dir, roots)
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve(detector, retinaface_weights)
     settings = Settings(size=int(size), detector=resolved, image_format=image_format,
@@ -176,7 +166,7 @@ def build(table: AnnotationTable, out_dir, detector: str = "auto", size: int = 1
     if workers > 0:
         detector_options["threads"] = 1
     shards = plan_shards(table, shard_size)
-    with _Lock(out_dir):
+    with FolderLock(out_dir, "build", LOCK_FILE):
         check_or_store_arguments(out_dir, build_arguments(table, settings, shard_size, retinaface_weights,
                                                           database))
         removed = remove_stale_temporaries(out_dir)

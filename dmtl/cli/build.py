@@ -93,6 +93,7 @@ def apply_settings(args) -> None:
 def run(args) -> int:
     from dmtl.databases import load_database
     from dmtl.preprocessing.detectors.retinaface import MissingWeightsError
+    from dmtl.lock import FolderLocked
     from dmtl.preprocessing.pipeline import BuildMismatchError, build
 
     if isinstance(args.option, list):
@@ -105,13 +106,14 @@ def run(args) -> int:
               face_choice=args.face_choice, retinaface_weights=args.detector_weights,
               max_pixels=int(args.max_megapixels * 1e6), detect_max_side=args.detect_max_side,
               database=args.database, progress=not args.no_progress, runner=args.runner,
-              pipeline_options=args.pipeline_options)
+              pipeline_options=args.pipeline_options,
+              roots=[part.partition("=")[2] or part for part in str(args.root).split(",")])
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished shards are kept in {args.out}; run the same command again to resume",
               file=sys.stderr)
         return 130
     except (BuildMismatchError, MissingWeightsError, ConfigError, FileNotFoundError, ValueError,
-            ImportError) as error:
+            ImportError, FolderLocked) as error:
         if getattr(args, "debug", False):
             raise
         print(f"error: {error}", file=sys.stderr)

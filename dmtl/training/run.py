@@ -20,6 +20,7 @@ from dmtl import config as config_lib
 from dmtl.architectures import ModelSpec, get_architecture
 from dmtl.export import export_serving
 from dmtl.io import atomic_path, write_json
+from dmtl.lock import FolderLock, FolderLocked
 from dmtl.label_completion import get_label_completion
 from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
@@ -93,15 +94,33 @@ def _check_folder(config, run_dir: Path, force: bool):
 
 
 def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False) -> dict:
-    """Trains one configuration into ``run_dir`` (resuming if interrupted) and returns its summary."""
+    """Trains one configuration into ``run_dir`` (resuming if interrupted) and returns its summary. The folder is
+    locked for the run (:class:`dmtl.lock.FolderLock`): a second process on it stops with one line."""
     run_dir = Path(run_dir)
-    summary_file = run_dir / "summary.json"
+    finished = _finished(config, run_dir, force)
+    if finished is not None:
+        return finished
+    plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
+    try:
+        with FolderLock(run_dir, "dmtl run"):
+            return _finished(config, run_dir, force) or _run(config, plan, run_dir, verbose, force)
+    except FolderLocked as error:
+        raise RunError(str(error)) from None
+
+
+def _finished(config: dict, run_dir: Path, force: bool):
+    """The summary of a run of this configuration that already finished in ``run_dir`` (else None)."""
     _check_folder(config, run_dir, force)
+    summary_file = run_dir / "summary.json"
     if summary_file.is_file() and not force:
         import json
         log.info("%s already finished; pass --force to train again", run_dir)
         return json.loads(summary_file.read_text())
-    plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
+    return None
+
+
+def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> dict:
+    summary_file = run_dir / "summary.json"
     if force:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
         for stale in ("backup", "history.csv", "best.weights.h5", "best.weights.h5.json", "last.weights.h5",
                       "summary.json", *(f"best-{t}.weights.h5{x}" for t in plan.tasks for x in ("", ".json"))):
@@ -183,8 +202,9 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     with atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
     export_dir = run_dir / "export"
-    staging = run_dir / "tmp-export"
-    shutil.rmtree(staging, ignore_errors=True)
+    for stale in run_dir.glob("tmp-*export"):  # left by a process killed mid-export (the folder is locked)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = run_dir / f"tmp-{os.getpid()}-export"
     export_serving(model, staging, plan.input_size,
                    extra={"database": config["database"], "setting": config["setting"]})
     shutil.rmtree(export_dir, ignore_errors=True)

@@ -1,0 +1,99 @@
+"""Nothing lost: a lock per run and build folder, unique temporaries, and builds that never write into the
+database they read."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dmtl.io import atomic_path
+from dmtl.lock import FolderLock, FolderLocked
+
+
+def _holder(folder, pid, host=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".dmtl.lock").write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                                    "since": "2026-01-01 00:00:00"}))
+
+
+def test_lock_refuses_a_live_holder_takes_over_a_dead_one_and_is_released(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _holder(tmp_path / "a", sleeper.pid)
+        with pytest.raises(FolderLocked, match=f"pid {sleeper.pid}"):
+            with FolderLock(tmp_path / "a", "run"):
+                pass
+        _holder(tmp_path / "b", 1, host="another-host")  # cannot tell whether it lives: refused
+        with pytest.raises(FolderLocked, match="another-host"):
+            with FolderLock(tmp_path / "b"):
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with FolderLock(tmp_path / "a", "run") as lock:  # its holder is gone now: stale, taken over
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with FolderLock(tmp_path / "a", "run"):  # re-entrant in one process
+            pass
+        assert lock.path.is_file()
+    assert not (tmp_path / "a" / ".dmtl.lock").exists()
+
+
+def test_atomic_temporaries_are_unique_per_writer(tmp_path):
+    names = []
+    for _ in range(2):
+        with atomic_path(tmp_path / "x.weights.h5") as tmp:
+            names.append(tmp.name)
+            tmp.write_text("w")
+    assert names[0] != names[1] and all(n.endswith("-x.weights.h5") and str(os.getpid()) in n for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.weights.h5"]
+
+
+def test_a_second_train_on_a_locked_run_folder_is_one_line_and_touches_nothing(tmp_path, capsys):
+    from dmtl.cli import train
+
+    out = tmp_path / "run"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _holder(out, sleeper.pid)
+        (out / "history.csv").write_text("epoch\n1\n")
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert train.main(["--database", "demo", "--out", str(out), "--epochs", "1", "--set", "input_size=32"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()  # (the demo database may be built first)
+        assert "Traceback" not in "".join(err)
+        assert f"pid {sleeper.pid}" in err[-1] and "in use" in err[-1]
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_build_refuses_an_output_folder_in_or_around_the_database_and_keeps_the_users_files(tmp_path, capsys):
+    from dmtl.cli import build
+
+    root = tmp_path / "db"
+    (root / "img").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(root / "img" / f"{i}.png")
+    labels = "image,split,class,smile\n" + "".join(f"img/{i}.png,{'train' if i < 2 else 'test'},{'ab'[i % 2]},1\n"
+                                                    for i in range(4))
+    (root / "manifest.csv").write_text(labels)  # the user's labels file has the build's manifest name
+    tree = lambda: {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    before = tree()
+    for out in (root, root / "built", tmp_path):
+        code = build.main(["build", "--database", "csv", "--root", str(root), "--out", str(out), "--detector", "none",
+                           "--size", "32", "--workers", "0", "--no-progress", "--option", "csv=manifest.csv"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "database folder" in err, (out, err)
+    assert tree() == before and not (root / "built").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert build.main(["build", "--database", "csv", "--root", str(root), "--out", str(tmp_path / "other"), "--detector",
+                       "none", "--size", "32", "--workers", "0", "--no-progress", "--option", "csv=manifest.csv"]) == 2
+    assert "no build wrote" in capsys.readouterr().err
+    assert build.main(["build", "--database", "csv", "--root", str(root), "--out", str(tmp_path / "built"), "--detector",
+                       "none", "--size", "32", "--workers", "0", "--no-progress", "--option", "csv=manifest.csv"]) == 0
+    assert (tmp_path / "built" / "dataset.json").is_file() and tree() == before
