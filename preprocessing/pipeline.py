@@ -284,7 +284,9 @@ def _write_dataset_json(table, out_dir: Path, shards: list[Shard], frame, settin
             in_split = (table.frame["split"] == split).to_numpy() & ok
             splits[split] = {"shards": files, "examples": int(in_split.sum()),
                              "class_labelled": int((in_split & classes).sum()),
-                             "attribute_labelled": int((in_split & attributes).sum())}
+                             "attribute_labelled": int((in_split & attributes).sum()),
+                             # records per shard, checked by every reader (dmtl.data.records.verify_shards)
+                             "shard_examples": {s.file: int(ok[s.rows].sum()) for s in shards if s.split == split}}
     counts = {status: int(n) for status, n in frame["status"].value_counts().items()}
     folds = _write_folds(table, out_dir, ok, classes, attributes)
     payload = {"format": records.FORMAT, "schema": table.schema.to_dict(),

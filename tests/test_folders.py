@@ -97,3 +97,42 @@ def test_build_refuses_an_output_folder_in_or_around_the_database_and_keeps_the_
     assert build.main(["build", "--database", "csv", "--root", str(root), "--out", str(tmp_path / "built"), "--detector",
                        "none", "--size", "32", "--workers", "0", "--no-progress", "--option", "csv=manifest.csv"]) == 0
     assert (tmp_path / "built" / "dataset.json").is_file() and tree() == before
+
+
+@pytest.fixture()
+def small_build(tmp_path):
+    from dmtl.databases import demo, load_database
+    from dmtl.preprocessing.pipeline import build
+
+    demo.generate(tmp_path / "raw", n_train_classes=20, n_train_attributes=20, n_val=8, n_test=8, seed=0)
+    build(load_database("demo", tmp_path / "raw"), tmp_path / "data", detector="none", size=32, workers=0,
+          progress=False, shard_size=10, log=lambda *a: None)
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("cut", ["mid-record", "record-boundary", "missing"])
+def test_a_damaged_shard_is_one_line_naming_the_file(small_build, cut, capsys):
+    from dmtl.cli import train
+    from dmtl.data import records
+
+    shard = small_build / "train-00001.tfrecord"
+    data = shard.read_bytes()
+    assert records.count_records(shard) == 10
+    # record boundaries: walk the headers
+    ends, offset = [], 0
+    while offset < len(data):
+        offset += 12 + int.from_bytes(data[offset:offset + 8], "little") + 4
+        ends.append(offset)
+    if cut == "mid-record":
+        shard.write_bytes(data[:ends[6] - 100])
+    elif cut == "record-boundary":
+        shard.write_bytes(data[:ends[6]])
+        assert records.count_records(shard) == 7  # a whole file, short of records
+    else:
+        shard.unlink()
+    out = small_build.parent / "run"
+    assert train.main(["--database", "demo", "--data", str(small_build), "--out", str(out), "--epochs", "1",
+                       "--set", "input_size=32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(shard) in err and "dmtl build" in err, err
+    assert not out.exists()  # refused before the run folder is written

@@ -101,3 +101,59 @@ def read_dataset_json(data_dir) -> dict:
     if info.get("format") != FORMAT:
         raise ValueError(f"{path}: format {info.get('format')!r}, expected {FORMAT!r}")
     return info
+
+
+class DamagedShard(ValueError):
+    """A shard that is cut short or holds another number of records than ``dataset.json`` lists."""
+
+
+def count_records(path) -> int:
+    """The number of records in a TFRecord file, by walking its record headers (8-byte length, 4-byte length CRC,
+    data, 4-byte data CRC) without reading the data; raises :class:`DamagedShard` when the file ends inside a
+    record (a truncated copy or an interrupted write)."""
+    path = Path(path)
+    size = path.stat().st_size
+    count, offset = 0, 0
+    with open(path, "rb") as handle:
+        while offset < size:
+            header = handle.read(12)
+            if len(header) < 12:
+                raise DamagedShard(f"{path} ends inside a record header after {count} records")
+            length = int.from_bytes(header[:8], "little")
+            offset += 12 + length + 4
+            if offset > size:
+                raise DamagedShard(f"{path} ends inside record {count + 1} (after {count} whole records)")
+            handle.seek(offset)
+            count += 1
+    return count
+
+
+_VERIFIED: dict = {}
+
+
+def verify_shards(data_dir, info: dict | None = None) -> None:
+    """Checks every shard of a data folder against ``dataset.json``: present, whole, and holding the number of
+    records the build wrote there (``shard_examples``, kept by builds since they were counted). Each file is
+    checked once per process while its size and time stamp stay the same. Raises :class:`DamagedShard` with one
+    line naming the file and how to rebuild it."""
+    data_dir = Path(data_dir)
+    info = info or read_dataset_json(data_dir)
+    for split, entry in info.get("splits", {}).items():
+        expected = entry.get("shard_examples", {})
+        for name in entry.get("shards", []):
+            path = data_dir / name
+            rebuild = (f"delete {path} and run the same 'dmtl build' command again (it rebuilds missing shards), "
+                       f"or rebuild the folder")
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                raise DamagedShard(f"{path} is listed in dataset.json but missing: {rebuild}") from None
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key not in _VERIFIED:
+                try:
+                    _VERIFIED[key] = count_records(path)
+                except DamagedShard as error:
+                    raise DamagedShard(f"{error}: {rebuild}") from None
+            if name in expected and _VERIFIED[key] != int(expected[name]):
+                raise DamagedShard(f"{path} holds {_VERIFIED[key]} records but the build wrote {expected[name]}: "
+                                   f"{rebuild}")

@@ -34,6 +34,10 @@ def data_dirs(config: dict) -> list[Path]:
     dirs = [Path(str(d).format(fold=config["fold"])) for d in given]
     for original, d in zip(given, dirs):
         info = records.read_dataset_json(d)  # fails clearly if a folder is not a built data folder
+        try:
+            records.verify_shards(d, info)
+        except records.DamagedShard as error:
+            raise RunError(str(error)) from None
         fold = config["fold"]
         if fold is None or "{fold}" in str(original):
             continue  # no fold, or one folder per fold (the fold fixed at build time)
