@@ -136,3 +136,34 @@ def test_a_damaged_shard_is_one_line_naming_the_file(small_build, cut, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(shard) in err and "dmtl build" in err, err
     assert not out.exists()  # refused before the run folder is written
+
+
+def _mount_tmpfs(where, size):
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()[:80]})")
+
+
+@pytest.mark.parametrize("size", ["5M", "26M"])  # full at a checkpoint / during the export
+def test_a_full_disk_is_one_line_leaves_no_temporaries_and_a_rerun_resumes(small_build, tmp_path, size):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, size)
+    try:
+        command = [sys.executable, "-m", "dmtl", "train", "--database", "demo", "--data", str(small_build), "--out",
+                   str(disk / "run"), "--epochs", "2", "--set", "input_size=32", "--set", "batch_size=8",
+                   "--verbose", "0"]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        lines = [l for l in first.stderr.splitlines() if l.startswith("train:")]
+        assert first.returncode == 2, first.stderr[-2000:]  # not 139: no crash after the error
+        assert len(lines) == 1 and "disk full writing" in lines[0] and "MiB free" in lines[0]
+        assert "Traceback" not in first.stderr and "Exception ignored" not in first.stderr
+        assert not list((disk / "run").rglob("tmp-*"))
+        subprocess.run(["mount", "-o", "remount,size=200M", str(disk)], check=True)
+        second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+        history = (disk / "run" / "history.csv").read_text().splitlines()
+        assert len(history) == 3 and (disk / "run" / "export" / "saved_model.pb").is_file()
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

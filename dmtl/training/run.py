@@ -19,7 +19,7 @@ import numpy as np
 from dmtl import config as config_lib
 from dmtl.architectures import ModelSpec, get_architecture
 from dmtl.export import export_serving
-from dmtl.io import atomic_path, write_json
+from dmtl.io import DiskFull, atomic_path, is_disk_full, write_json
 from dmtl.lock import FolderLock, FolderLocked
 from dmtl.label_completion import get_label_completion
 from dmtl.stages import StageContext
@@ -106,6 +106,13 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
             return _finished(config, run_dir, force) or _run(config, plan, run_dir, verbose, force)
     except FolderLocked as error:
         raise RunError(str(error)) from None
+    except Exception as error:  # a full disk at any save point: one line; the last good checkpoint stays
+        if not is_disk_full(error):
+            raise
+        message = str(error) if isinstance(error, DiskFull) else str(DiskFull(run_dir))
+        for stale in run_dir.rglob("tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        raise RunError(message) from None
 
 
 def _finished(config: dict, run_dir: Path, force: bool):
@@ -169,9 +176,6 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     callbacks = [
         non_finite,
         ValidationScore(plan.tasks, config["primary_metrics"]),
-        # the backup is kept after fit and removed only once every final file is written (below), so a kill
-        # at any later moment resumes to the final save instead of training again
-        AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         AtomicCheckpoint(run_dir / "best.weights.h5", monitor=config["monitor"]),
         AtomicCheckpoint(run_dir / "last.weights.h5"),
         # each task's own best epoch (multi-task): tells a loss to single-task caused by the shared model from one
@@ -179,6 +183,10 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
         *([AtomicCheckpoint(per_task_checkpoint(run_dir, task), monitor=f"val_{task}_{config['primary_metrics'][task]}")
            for task in plan.tasks] if len(plan.tasks) > 1 else []),
         EpochHistory(run_dir / "history.csv"),
+        # the backup records an epoch as done only after every file of that epoch is written (a full disk or a kill
+        # before it repeats the epoch on resume); it is kept after fit and removed only once every final file is
+        # written (below), so a kill at any later moment resumes to the final save instead of training again
+        AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         EpochSummary(epochs),
     ]
@@ -205,8 +213,14 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     for stale in run_dir.glob("tmp-*export"):  # left by a process killed mid-export (the folder is locked)
         shutil.rmtree(stale, ignore_errors=True)
     staging = run_dir / f"tmp-{os.getpid()}-export"
-    export_serving(model, staging, plan.input_size,
-                   extra={"database": config["database"], "setting": config["setting"]})
+    try:
+        export_serving(model, staging, plan.input_size,
+                       extra={"database": config["database"], "setting": config["setting"]})
+    except Exception as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(error):
+            raise DiskFull(export_dir) from None
+        raise
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(staging, export_dir)
     summary = {"run_dir": str(run_dir), "setting": config["setting"], "tasks": list(plan.tasks),
