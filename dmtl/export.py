@@ -33,30 +33,48 @@ def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
 
     tensorflow_backend = keras.backend.backend() == "tensorflow"
 
+    widths = {"classes": len(model.class_names), "attributes": len(model.attribute_names)}
+    heads = [name for name in ("classes", "attributes") if name in getattr(model, "heads", {"classes": 1})]
+
+    def guarded(images, x):
+        """The model's outputs, after one clear check of the input's shape; an empty batch gives empty outputs
+        of the right widths (the network itself cannot run on zero images)."""
+        shape = tf.shape(images)
+        check = tf.debugging.Assert(
+            tf.logical_and(tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(shape[1:], [height, width, 3]))),
+            [f"the exported model takes faces of shape (N, {height}, {width}, 3), aligned and resized as the build "
+             f"made them; got shape", shape])
+        with tf.control_dependencies([check]):
+            x = tf.identity(x)
+        return tf.cond(tf.equal(shape[0], 0),
+                       lambda: {name: tf.zeros([0, widths[name]], tf.float32) for name in heads},
+                       lambda: {name: tf.cast(value, tf.float32)
+                                for name, value in dict(model(x, training=False)).items()})
+
     def serve(images):
         x = keras.ops.cast(images, "float32") / 127.5 - 1.0
-        outputs = model(x, training=False)
-        return dict(outputs)  # "classes" and/or "attributes", whichever heads the model has
+        if not tensorflow_backend:  # JAX (through jax2tf): the graph holds no TensorFlow control flow
+            return dict(model(x, training=False))
+        return guarded(images, x)  # "classes" and/or "attributes", whichever heads the model has
 
     def serve_float(images):
         if not tensorflow_backend:  # JAX (through jax2tf): the graph holds no TensorFlow assertion
             return dict(model(images / 127.5 - 1.0, training=False))
         peak = tf.reduce_max(images)
-        check = tf.debugging.Assert(tf.logical_or(peak > 1.0, peak <= 0.0),
+        check = tf.debugging.Assert(tf.logical_or(tf.logical_or(peak > 1.0, peak <= 0.0), tf.equal(tf.size(images), 0)),
                                     ["serve_float takes RGB in [0, 255]; this input's largest value is", peak,
                                      "- multiply [0, 1] images by 255"])
         with tf.control_dependencies([check]):
             x = tf.identity(images) / 127.5 - 1.0
-        return dict(model(x, training=False))
+        return guarded(images, x)
 
     archive.add_endpoint("serve", serve,
                          input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="images")])
     archive.add_endpoint("serve_float", serve_float,
                          input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="images")])
     archive.write_out(str(path), verbose=False)
-    outputs = [name for name in ("classes", "attributes") if name in getattr(model, "heads", {"classes": 1})]
     labels = {"class_names": list(model.class_names), "attribute_names": list(model.attribute_names),
-              "outputs": outputs,
+              "outputs": heads,
               "input": {"dtype": "uint8", "shape": [None, height, width, 3], "range": [0, 255],
                         "normalisation": "x / 127.5 - 1 inside the model",
                         "float_endpoint": "serve_float: float32 in [0, 255]"}, **(extra or {})}
@@ -78,5 +96,10 @@ class ServingModel:
         if dtype is None or np.dtype(getattr(dtype, "as_numpy_dtype", dtype)) != np.uint8:
             raise ValueError(f"the exported model serves uint8 RGB faces in [0, 255], got dtype {dtype}; for "
                              f"float images in [0, 255] use the serve_float endpoint")
+        expected = self.labels.get("input", {}).get("shape")
+        shape = tuple(np.shape(images_uint8))
+        if expected and (len(shape) != 4 or list(shape[1:]) != list(expected[1:])):
+            raise ValueError(f"the exported model takes uint8 faces of shape (N, {expected[1]}, {expected[2]}, 3), "
+                             f"aligned and resized as the build made them; got shape {shape}")
         outputs = self._loaded.serve(tf.convert_to_tensor(images_uint8, tf.uint8))
         return {key: value.numpy() for key, value in outputs.items()}

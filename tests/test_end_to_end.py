@@ -87,8 +87,17 @@ def test_savedmodel_serves_uint8_with_tensorflow_alone(demo_data, tmp_path):
             "    refused = False\n"
             "except tf.errors.InvalidArgumentError as e:\n"
             "    refused = 'multiply' in str(e)\n"
+            "empty = m.serve(np.zeros((0, 32, 32, 3), np.uint8))\n"
+            "empty_float = m.signatures['serving_default'](images=tf.zeros((0, 32, 32, 3), tf.uint8))\n"
+            "try:\n"
+            "    m.signatures['serving_default'](images=tf.zeros((1, 40, 40, 3), tf.uint8))\n"
+            "    shape_error = ''\n"
+            "except tf.errors.InvalidArgumentError as e:\n"
+            "    shape_error = str(e)\n"
             "print(json.dumps({'shapes': {k: list(v.shape) for k, v in o.items()}, 'same': bool(same),\n"
-            "                  'refused': refused}))\n")
+            "                  'refused': refused, 'empty': {k: list(v.shape) for k, v in empty.items()},\n"
+            "                  'empty_signature': {k: list(v.shape) for k, v in empty_float.items()},\n"
+            "                  'shape_error': 'takes faces of shape (N, 32, 32, 3)' in shape_error}))\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", code, str(out / "export")], capture_output=True, text=True,
                             cwd="/", env=env, timeout=120)
@@ -98,10 +107,16 @@ def test_savedmodel_serves_uint8_with_tensorflow_alone(demo_data, tmp_path):
     assert got["shapes"] == {"classes": [3, len(labels["class_names"])],
                              "attributes": [3, len(labels["attribute_names"])]}
     assert got["same"] and got["refused"]  # serve_float in [0, 255] = serve; [0, 1] floats are refused
+    widths = {"classes": [0, len(labels["class_names"])], "attributes": [0, len(labels["attribute_names"])]}
+    assert got["empty"] == widths and got["empty_signature"] == widths  # an empty batch: empty outputs
+    assert got["shape_error"]  # a wrong face size: one message from the signature, not from inside the network
     assert labels["outputs"] == ["classes", "attributes"]
     from dmtl.export import ServingModel
     with pytest.raises(ValueError, match="uint8"):
         ServingModel(out / "export")(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(N, 32, 32, 3\).*got shape \(2, 40, 40, 3\)"):
+        ServingModel(out / "export")(np.zeros((2, 40, 40, 3), np.uint8))
+    assert ServingModel(out / "export")(np.zeros((0, 32, 32, 3), np.uint8))["classes"].shape == (0, 7)
 
 
 def test_killed_training_resumes_from_last_epoch(demo_data, tmp_path):
