@@ -53,6 +53,13 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                 "note": "per-attribute thresholds chosen on the validation split (not the paper's 0.5)",
                 "mean_f1": tuned["mean_f1"], "afa": tuned["afa"], "thresholds": thresholds.tolist()}
     result["diagnostics"] = diagnostics(outputs, tasks)
+    warned = run_dir / "data_warnings.json"
+    if warned.is_file():
+        import json
+        import logging
+        result["data_warnings"] = json.loads(warned.read_text())
+        for line in result["data_warnings"]:
+            logging.getLogger("dmtl.evaluate").warning("training data: %s", line)
     if model == "keras" and len(tasks) > 1:
         best = per_task_best(run_dir, config, dirs, split, batch_size, size, unlisted)
         if best:

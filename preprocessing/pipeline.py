@@ -296,8 +296,16 @@ def _write_dataset_json(table, out_dir: Path, shards: list[Shard], frame, settin
     if folds:
         payload["folds"] = folds
     records.write_json_atomic(out_dir / records.DATASET_JSON, payload)
+    train = (table.frame["split"] == "train").to_numpy() & ok
+    class_labels, attribute_labels = table.class_labels(), table.attribute_labels()
+    counts_train = {"per_class": np.bincount(class_labels[train & (class_labels >= 0)].astype(np.int64),
+                                             minlength=len(table.schema.class_names)).tolist(),
+                    "per_attribute": (attribute_labels[train] >= 0).sum(axis=0).tolist()}
+    from dmtl.data.labels import unlabelled_names
+    warnings = unlabelled_names(counts_train, table.schema.class_names, table.schema.attribute_names)
     return {"status_counts": counts, "skipped_by_adapter": payload["skipped_by_adapter"],
-            "detector": settings.detector, "splits": {k: v["examples"] for k, v in splits.items()}}
+            "detector": settings.detector, "splits": {k: v["examples"] for k, v in splits.items()},
+            "warnings": warnings}
 
 
 def _write_folds(table, out_dir: Path, ok, classes, attributes) -> dict | None:
@@ -334,3 +342,5 @@ def _log_summary(summary: dict, out_dir: Path, log) -> None:
             log(f"  {status:<14} {n}")
     for reason, n in summary["skipped_by_adapter"].items():
         log(f"  skipped_label  {n} more, left out by the database adapter: {reason}")
+    for line in summary.get("warnings", ()):
+        log(f"warning: {line} (fixed split 'train')")

@@ -167,3 +167,33 @@ def test_a_full_disk_is_one_line_leaves_no_temporaries_and_a_rerun_resumes(small
         assert len(history) == 3 and (disk / "run" / "export" / "saved_model.pb").is_file()
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_class_seen_only_in_the_test_split_is_warned_about_in_build_train_and_evaluate(tmp_path, caplog):
+    import logging
+
+    from dmtl.cli import build, evaluate, train
+
+    root = tmp_path / "db"
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(12):
+        Image.fromarray(np.full((40, 40, 3), 20 * i, np.uint8)).save(root / "img" / f"{i}.png")
+        split = "train" if i < 8 else "val" if i < 10 else "test"
+        label = "onlytest" if i == 11 else "ab"[i % 2]
+        rows.append(f"img/{i}.png,{split},{label},{i % 2}\n")
+    (root / "labels.csv").write_text("image,split,class,smile\n" + "".join(rows))
+    logged = []
+    from dmtl.preprocessing.pipeline import build as build_folder
+    from dmtl.databases import load_database
+    build_folder(load_database("csv", root, csv="labels.csv"), tmp_path / "data", detector="none", size=32,
+                 workers=0, progress=False, log=logged.append)
+    assert any("onlytest" in line and "no training image" in line for line in logged)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING):
+        assert train.main(["--database", "csv", "--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "1",
+                           "--setting", "nc", "--set", "input_size=32", "--set", "batch_size=4"]) == 0
+    assert any("onlytest" in r.getMessage() for r in caplog.records)
+    assert "onlytest" in (out / "data_warnings.json").read_text()
+    assert evaluate.main(["--run", str(out)]) == 0
+    assert "onlytest" in json.dumps(json.loads((out / "metrics.json").read_text())["data_warnings"])

@@ -114,6 +114,8 @@ class RunPlan:
         tasks = config_lib.SETTING_TASKS[config["setting"]]
         unlisted = unlisted_classes(config)
         counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names, unlisted, config["fold"])
+        for line in data_labels.unlabelled_names(counts, class_names, attribute_names, tasks):
+            log.warning("%s", line)
         couplings = config_lib.couplings_of(config)
         relatedness = None
         from dmtl import coupling as coupling_lib

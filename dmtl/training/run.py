@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -139,6 +140,10 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
         build_backbone(config["backbone"], plan.input_shape, weights=config["weights"])  # download/check first
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.yaml")
+    from dmtl.data.labels import unlabelled_names
+    data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
+    if data_warnings:
+        write_json(run_dir / "data_warnings.json", data_warnings)  # evaluate repeats them
     keras.utils.set_random_seed(int(config["seed"]))
     if plan.relatedness is not None:
         save_relatedness(plan.relatedness, run_dir)
@@ -191,8 +196,13 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
         EpochSummary(epochs),
     ]
     start = time.time()
-    history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                        verbose=verbose).history
+    with warnings.catch_warnings():
+        # the training pipeline repeats, so only the validation split (finite, of unknown cardinality) can end,
+        # and Keras warns at its end of every epoch although that is where validation is meant to stop
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                            shuffle=False,  # the pipeline shuffles (Keras would warn that it ignores shuffle=True)
+                            verbose=verbose).history
     seconds = time.time() - start
     invalid = sum(history.get("invalid_class_labels", [])) + sum(history.get("val_invalid_class_labels", []))
     if invalid:
