@@ -73,8 +73,11 @@ def build(weighting_name, architecture_name, num_attributes=len(AUS), tasks=("cl
         options["attribute_names"] = AUS[:num_attributes]
     if couplings and num_attributes:
         options["relatedness"] = du_et_al_2014(attribute_names=AUS[:num_attributes])
-        options["couplings"] = [get_coupling("dm", form="distillation", target="both", where="unlabelled"),
-                                get_coupling("sca"), *auxiliary_terms(architecture_name)]
+        # the relatedness-aware strength on: its graph (weights, gates, the naive-Bayes evidence) runs everywhere
+        options["couplings"] = [get_coupling("dm", form="distillation", target="both", where="unlabelled",
+                                             informativeness="correlation-ratio", confidence=0.5),
+                                get_coupling("sca", informativeness="correlation-ratio", confidence=0.5),
+                                *auxiliary_terms(architecture_name)]
     spec = ModelSpec((SIZE, SIZE, 3), 7, num_attributes, "small", None, 0, options)
     return get_architecture(architecture_name, **TINY_OPTIONS[architecture_name]).build_model(spec)
 

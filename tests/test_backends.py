@@ -95,6 +95,32 @@ def test_jax_gives_the_same_losses_one_step_update_and_predictions_as_tensorflow
         np.testing.assert_allclose(np.asarray(value), np.asarray(result["predictions"][key]), atol=1e-5)
 
 
+def test_relatedness_aware_couplings_give_the_same_terms_under_jax(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = backend_model.build_model(strength=True)
+    x, y = backend_model.batch()
+    model.save_weights(tmp_path / "initial.weights.h5")
+    np.savez(tmp_path / "batch.npz", x=x, classes=y["classes"], attributes=y["attributes"])
+    terms = {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}
+    assert terms["dm"] > 0 and terms["sca"] > 0
+    result = _run_jax("""
+        import json, sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        from tests.backend_model import build_model
+        out = sys.argv[2]
+        data = np.load(f"{out}/batch.npz")
+        x, y = data["x"], {"classes": data["classes"], "attributes": data["attributes"]}
+        model = build_model(strength=True)
+        model.load_weights(f"{out}/initial.weights.h5")
+        print(json.dumps({"terms": {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}}))
+    """, tmp_path)
+    for name, value in terms.items():
+        assert result["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+
+
 def test_what_needs_tensorflow_fails_at_config_time_under_jax():
     result = _run_jax("""
         import json, sys
