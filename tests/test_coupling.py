@@ -142,3 +142,20 @@ def test_options_are_validated_and_round_trip():
         for coupling, options in coupling_lib.recipe(name).items():
             options = {**options, "relatedness": "weights"} if coupling == "dm" else options
             coupling_lib.get_coupling(coupling, **options)  # every shipped recipe is valid
+
+
+def test_the_default_setting_c_trains_the_recommended_recipe_which_is_never_printed():
+    from dmtl import config as config_lib
+
+    assert coupling_lib.RECOMMENDED in coupling_lib.CALIBRATED and coupling_lib.RECOMMENDED != "printed"
+    config = config_lib.resolve("demo")
+    assert config["setting"] == "c" and config["coupling_recipe"] == "recommended"
+    chosen = {c["name"]: {k: v for k, v in c.items() if k not in ("name", "relatedness")}
+              for c in config_lib.couplings_of(config)}
+    expected = coupling_lib.recipe(coupling_lib.RECOMMENDED)
+    assert chosen == {name: {k: v for k, v in options.items() if k != "relatedness"}
+                      for name, options in expected.items()}
+    assert chosen != {name: {} for name in coupling_lib.PRINTED}
+    # the printed form stays one flag away
+    printed = config_lib.resolve("demo", overrides={"coupling_recipe": "printed"})
+    assert [c["name"] for c in config_lib.couplings_of(printed)] == ["dm", "sca"]
