@@ -188,11 +188,19 @@ def main(argv=None) -> int:
     p.add_argument("--databases", default=",".join(DATABASES))
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "coupling_calibration.json")
     p.add_argument("--reuse", type=Path, help="an earlier calibration's JSON whose rows may be reused (see above)")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: apply the rule to the comparisons already in --out (e.g. databases "
+                        "calibrated by separate processes)")
     args = p.parse_args(argv)
     candidates = list(CALIBRATED)
     previous = json.loads(args.reuse.read_text()) if args.reuse else {"tables": {}, "seeds": None}
     tables, strength, reused = {}, {}, {}
     for database in args.databases.split(","):
+        if args.collect:
+            results = args.out / database
+            tables[database], strength[database], reused[database] = (read_table(results, candidates),
+                                                                       relatedness_strength(results), [])
+            continue
         old = previous["tables"].get(database, {}) if previous["seeds"] == list(range(args.seeds)) else {}
         keep = [n for n in candidates if n in old and "nc" in old]
         todo = [n for n in candidates if n not in keep]
