@@ -528,3 +528,44 @@ def test_run_plan_fills_the_class_prior_from_the_training_split(demo_data):
                                                "coupling": {"dm": {"class_prior": [1] * 7}}})
     dm = next(c for c in RunPlan.resolve(config).couplings if c["name"] == "dm")
     assert dm["class_prior"] == [1] * 7
+
+
+@pytest.mark.parametrize("architecture", ["shared", "task_routing"])
+def test_onnx_and_litert_exports_equal_the_keras_model_and_carry_their_metadata(demo_data, tmp_path, architecture):
+    import keras
+    import onnxruntime
+
+    from dmtl.cli import export as export_cli
+    from dmtl.training.predict import register_serializables
+
+    out = tmp_path / architecture
+    assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
+                       "--epochs", "1", "--set", f"architecture={architecture}", *TINY]) == 0
+    register_serializables()
+    model = keras.saving.load_model(out / "model.keras")
+    faces = np.random.default_rng(0).uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
+    expected = {k: np.asarray(v) for k, v in model(faces, training=False).items()}
+    assert export_cli.main(["--run", str(out), "--format", "onnx"]) == 0
+    session = onnxruntime.InferenceSession(str(out / "export-onnx" / "model.onnx"))
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {session.get_inputs()[0].name: faces})))
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, atol=1e-4)
+    meta = json.loads((out / "export-onnx" / "dmtl_model.json").read_text())
+    assert meta["input"]["shape"] == [None, 32, 32, 3] and meta["input"]["value_range"] == [-1.0, 1.0]
+    assert meta["class_names"] == model.class_names and len(meta["attribute_thresholds"]) == len(
+        model.attribute_names)
+    assert meta["input"]["detector"] == "none" and len(meta["input"]["alignment"]["points"]) == 5
+    assert len(meta["config_sha256"]) == 64 and meta["dmtl_version"]
+    assert export_cli.main(["--run", str(out), "--format", "litert"]) == 0
+    import tensorflow as tf
+    interpreter = tf.lite.Interpreter(model_path=str(out / "export-litert" / "model.tflite"))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], faces.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], faces)
+    interpreter.invoke()
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    for key, value in expected.items():  # output order in a TFLite file is not by name: match by width
+        match = [o for o in outputs if o.shape == value.shape]
+        assert any(np.allclose(o, value, atol=1e-4) for o in match), key
+    assert export_cli.main(["--run", str(tmp_path / "nothing"), "--format", "onnx"]) == 2

@@ -1,4 +1,4 @@
-"""The ``dmtl`` command: ``dmtl train | evaluate | build | describe | compare``.
+"""The ``dmtl`` command: ``dmtl train | evaluate | build | describe | compare | export``.
 
 Every subcommand takes ``--config FILE`` and ``--set key=value`` (YAML-typed values, dotted keys nest) with one
 parser, and ends a user error with one line and exit code 2 (``--debug`` shows the traceback).
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "build": ("dmtl.cli.build", "detect, align and resize a database into TFRecord shards"),
     "describe": ("dmtl.cli.describe", "print a database's label counts as JSON"),
     "compare": ("dmtl.cli.compare", "settings / methods / ablations over seeds, as the paper's tables"),
+    "export": ("dmtl.cli.export", "export a run as a SavedModel, ONNX or LiteRT file with its metadata"),
 }
 
 

@@ -1,0 +1,47 @@
+"""Export a trained run for deployment, with its preprocessing metadata (dmtl_model.json) beside it.
+
+    dmtl export --run runs/demo-c --format onnx          # runs/demo-c/export-onnx/model.onnx (onnxruntime alone)
+    dmtl export --run runs/demo-c --format savedmodel    # uint8 serve endpoint (TensorFlow)
+    dmtl export --run runs/demo-c --format litert        # model.tflite
+
+The metadata names the input size, colour order, value range, alignment template, detector, classes, attributes,
+attribute thresholds (validation-tuned when `dmtl evaluate` has run), the dmtl version and the config's hash.
+"""
+from __future__ import annotations
+
+import argparse
+
+from dmtl.cli.common import add_config_arguments, fail, layers, standalone
+
+KEYS = ("run", "format", "out")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from dmtl.export import FORMATS
+    p.add_argument("--run", help="run folder written by dmtl train")
+    p.add_argument("--format", choices=FORMATS, help="savedmodel (default) | onnx | litert")
+    p.add_argument("--out", help="output folder (default RUN/export-FORMAT)")
+    add_config_arguments(p)
+
+
+def run(args) -> int:
+    from dmtl.config import ConfigError
+    try:
+        file_layer, set_layer = layers(args)
+        settings = {"format": "savedmodel", **file_layer, **set_layer,
+                    **{k: getattr(args, k) for k in KEYS if getattr(args, k, None) is not None}}
+        unknown = set(settings) - set(KEYS)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)} (export takes {list(KEYS)})")
+        if not settings.get("run"):
+            raise ConfigError("--run RUN_DIR is required")
+        from dmtl.export import export_run
+        out = export_run(settings["run"], settings["format"], settings.get("out"))
+    except (ConfigError, ValueError, OSError, ImportError) as error:
+        return fail("export", error, getattr(args, "debug", False))
+    print(f"exported: {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    return standalone("dmtl-export", __doc__, add_arguments, run, argv)
