@@ -1,4 +1,4 @@
-"""The ``dmtl`` command: ``dmtl train | evaluate | build | describe | compare | export``.
+"""The ``dmtl`` command: ``dmtl train | evaluate | build | describe | compare | export | predict``.
 
 Every subcommand takes ``--config FILE`` and ``--set key=value`` (YAML-typed values, dotted keys nest) with one
 parser, and ends a user error with one line and exit code 2 (``--debug`` shows the traceback).
@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "describe": ("dmtl.cli.describe", "print a database's label counts as JSON"),
     "compare": ("dmtl.cli.compare", "settings / methods / ablations over seeds, as the paper's tables"),
     "export": ("dmtl.cli.export", "export a run as a SavedModel, ONNX or LiteRT file with its metadata"),
+    "predict": ("dmtl.cli.predict", "detect, align and predict every face of photos, folders and videos (CSV)"),
 }
 
 

@@ -1,0 +1,340 @@
+"""Inference on raw photos, folders and videos: detect, align as the training data was built, predict, one row per
+face (``dmtl predict``).
+
+The model is a run folder (``model.keras``, Keras), a SavedModel export (TensorFlow alone) or an ONNX export
+(onnxruntime alone: no TensorFlow is imported). The detector, the alignment template and the face size come from
+the model's metadata (``dmtl_model.json`` of :func:`dmtl.export.export_run`, or the run's data folder);
+``--detector`` overrides the detector, ``--aligned`` takes already aligned faces (resized to the model's size).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+STATUSES = ("ok", "no_face", "unreadable", "missing")
+
+
+class ModelFolderError(ValueError):
+    """A --model path that is neither a run folder nor an export."""
+
+
+@dataclasses.dataclass
+class Predictor:
+    """Faces (N, size, size, 3) uint8 RGB -> ``{"classes": (N, K), "attributes": (N, M)}`` probabilities."""
+
+    run: object
+    size: int
+    class_names: list
+    attribute_names: list
+    thresholds: list
+    detector: str | None
+    kind: str
+
+    def __call__(self, faces: np.ndarray) -> dict:
+        return self.run(faces)
+
+
+def load(path) -> Predictor:
+    """A :class:`Predictor` for a run folder, a SavedModel export folder, an ONNX export folder or ``.onnx`` file."""
+    path = Path(path)
+    if path.suffix == ".onnx" and path.is_file():
+        path = path.parent
+    metadata_file = path / "dmtl_model.json"
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else None
+    if (path / "model.onnx").is_file():
+        if metadata is None:
+            raise ModelFolderError(f"{path}: model.onnx without dmtl_model.json (export it with dmtl export)")
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
+        name, outputs = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+
+        def run_onnx(faces):
+            x = faces.astype(np.float32) / 127.5 - 1.0
+            return dict(zip(outputs, session.run(None, {name: x})))
+
+        return _predictor(run_onnx, metadata, "onnx")
+    if (path / "saved_model.pb").is_file():
+        from dmtl.export import LABELS_FILE, ServingModel
+
+        served = ServingModel(path)
+        if metadata is None:  # an export written by dmtl train: labels.json only
+            labels = json.loads((path / LABELS_FILE).read_text())
+            metadata = {"input": {"shape": labels["input"]["shape"], "detector": labels.get("detector")},
+                        "class_names": labels["class_names"], "attribute_names": labels["attribute_names"],
+                        "attribute_thresholds": [0.5] * len(labels["attribute_names"])}
+        return _predictor(served, metadata, "savedmodel")
+    if (path / "model.keras").is_file() and (path / "config.yaml").is_file():
+        import keras
+
+        from dmtl.export import run_metadata
+        from dmtl.training.predict import register_serializables
+
+        register_serializables()
+        model = keras.saving.load_model(path / "model.keras")
+        shape = model.backbone.input_shape
+        size = int((shape[0] if isinstance(shape, list) else shape)[1])
+        metadata = run_metadata(path, model, size, "keras", ["model.keras"])
+
+        def run_keras(faces):
+            x = faces.astype(np.float32) / 127.5 - 1.0
+            return {k: np.asarray(v) for k, v in model(x, training=False).items()}
+
+        return _predictor(run_keras, metadata, "keras")
+    raise ModelFolderError(f"--model {path}: not a run folder (model.keras + config.yaml) or an export "
+                           f"(saved_model.pb, or model.onnx with dmtl_model.json)")
+
+
+def _predictor(run, metadata: dict, kind: str) -> Predictor:
+    return Predictor(run, int(metadata["input"]["shape"][1]), list(metadata["class_names"]),
+                     list(metadata["attribute_names"]), [float(t) for t in metadata["attribute_thresholds"]],
+                     metadata["input"].get("detector"), kind)
+
+
+# ------------------------------------------------------------------ inputs
+@dataclasses.dataclass
+class Item:
+    """One image or video frame to look at (``rgb`` None with a ``status`` when it cannot be used)."""
+
+    source: str
+    frame: int = 0
+    time: float = 0.0
+    rgb: np.ndarray | None = None
+    status: str = "ok"
+    reason: str = ""
+
+
+def expand(inputs) -> list[Path]:
+    """Files to read: the paths given, folders searched recursively for images and videos (sorted)."""
+    out = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
+                          IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
+def read(path: Path, every: int = 1):
+    """Yields the :class:`Item` of an image, or of every ``every``-th frame of a video (frame index, time in s)."""
+    if not path.exists():
+        yield Item(str(path), status="missing", reason="no such file")
+        return
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        import cv2
+
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            yield Item(str(path), status="unreadable", reason="OpenCV cannot open this video")
+            return
+        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        index, seen = 0, False
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                seen = True
+                if index % every == 0:
+                    time = index / fps if fps > 0 else math.nan
+                    yield Item(str(path), index, time, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                index += 1
+        finally:
+            capture.release()
+        if not seen:
+            yield Item(str(path), status="unreadable", reason="the video has no readable frame")
+        return
+    from dmtl.preprocessing.images import ImageLoadError, load_rgb
+
+    try:
+        yield Item(str(path), rgb=load_rgb(path))
+    except ImageLoadError as error:
+        yield Item(str(path), status="unreadable" if error.status != "too_large" else "too_large",
+                   reason=error.reason)
+
+
+def count_frames(path: Path, every: int) -> int:
+    """How many items :func:`read` yields for ``path`` (for the progress bar; 1 for an image)."""
+    if path.suffix.lower() not in VIDEO_SUFFIXES or not path.exists():
+        return 1
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    capture.release()
+    return max(1, math.ceil(frames / every)) if frames > 0 else 1
+
+
+# ------------------------------------------------------------------ faces
+@dataclasses.dataclass
+class FoundFace:
+    box: tuple
+    score: float
+    landmarks: np.ndarray | None
+    face: np.ndarray
+
+
+def faces_of(rgb: np.ndarray, detector, size: int, detect_max_side: int = 1280) -> list[FoundFace]:
+    """Every face the detector finds, aligned to the 5-point template at ``size`` (as the build does); with no
+    detector (``--aligned``), the whole image resized."""
+    import cv2
+
+    from dmtl.preprocessing import alignment
+
+    if detector is None:
+        h, w = rgb.shape[:2]
+        return [FoundFace((0.0, 0.0, float(w), float(h)), math.nan, None, alignment.resize(rgb, size))]
+    h, w = rgb.shape[:2]
+    scale = min(1.0, detect_max_side / max(h, w))
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                interpolation=cv2.INTER_AREA)
+    found = []
+    for face in detector.detect(small):
+        landmarks = np.asarray(face.landmarks, np.float64) / scale
+        aligned, _ = alignment.align_face(rgb, landmarks, size)
+        found.append(FoundFace(tuple(float(v) / scale for v in face.box), float(face.confidence), landmarks,
+                               aligned))
+    return found
+
+
+def columns(predictor: Predictor) -> list[str]:
+    """The CSV header: where the face is, then every probability and decision."""
+    points = [f"{name}_{axis}" for name in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+              for axis in "xy"]
+    return (["source", "frame", "time_s", "face", "status", "reason", "box_x", "box_y", "box_w", "box_h", "score",
+             *points, "class", "class_probability"]
+            + [f"p_{name}" for name in predictor.class_names]
+            + [f"p_{name}" for name in predictor.attribute_names]
+            + [f"is_{name}" for name in predictor.attribute_names])
+
+
+def rows_for(item: Item, found: list[FoundFace], outputs: dict, predictor: Predictor) -> list[dict]:
+    """One row per face (``outputs`` for these faces, in order), or one status row for an item without a face."""
+    base = {"source": item.source, "frame": item.frame, "time_s": round(item.time, 4) if math.isfinite(item.time)
+            else "", "status": item.status, "reason": item.reason}
+    if item.status != "ok" or not found:
+        return [{**base, "status": "no_face" if item.status == "ok" else item.status,
+                 "reason": item.reason or ("the detector found no face" if item.status == "ok" else ""),
+                 "face": ""}]
+    out = []
+    for index, face in enumerate(found):
+        row = {**base, "face": index, "box_x": round(face.box[0], 1), "box_y": round(face.box[1], 1),
+               "box_w": round(face.box[2], 1), "box_h": round(face.box[3], 1),
+               "score": "" if math.isnan(face.score) else round(face.score, 4)}
+        if face.landmarks is not None:
+            for (name, axis), value in zip([(n, a) for n in ("left_eye", "right_eye", "nose", "mouth_left",
+                                                             "mouth_right") for a in "xy"],
+                                           face.landmarks.reshape(-1)):
+                row[f"{name}_{axis}"] = round(float(value), 1)
+        if "classes" in outputs:
+            probs = outputs["classes"][index]
+            best = int(np.argmax(probs))
+            row["class"], row["class_probability"] = predictor.class_names[best], round(float(probs[best]), 6)
+            row.update({f"p_{n}": round(float(p), 6) for n, p in zip(predictor.class_names, probs)})
+        if "attributes" in outputs:
+            probs = outputs["attributes"][index]
+            row.update({f"p_{n}": round(float(p), 6) for n, p in zip(predictor.attribute_names, probs)})
+            row.update({f"is_{n}": int(p >= t) for n, p, t in zip(predictor.attribute_names, probs,
+                                                                   predictor.thresholds)})
+        out.append(row)
+    return out
+
+
+def draw(rgb: np.ndarray, found: list[FoundFace], rows: list[dict], predictor: Predictor) -> np.ndarray:
+    """The image (BGR, for OpenCV writers) with each face's box and its top labels."""
+    import cv2
+
+    canvas = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    for face, row in zip(found, rows):
+        x, y, w, h = (int(round(v)) for v in face.box)
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 200, 0), 2)
+        label = f"{row.get('class', '')} {row.get('class_probability', '')}".strip()
+        active = [n for n in predictor.attribute_names if row.get(f"is_{n}")][:3]
+        for line, text in enumerate(filter(None, [label, " ".join(active)])):
+            cv2.putText(canvas, text, (x, max(12, y - 6 - 14 * line)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str | None = None,
+            batch_size: int = 32, draw_dir=None, progress: bool = True, log=print) -> tuple[list[dict], dict]:
+    """Runs the model on every face of ``inputs``; returns ``(rows, counts)`` (see :func:`columns`)."""
+    import cv2
+
+    predictor = load(model) if not isinstance(model, Predictor) else model
+    name = "none" if aligned else (detector or predictor.detector or "auto")
+    face_detector = None
+    if name != "none":
+        from dmtl.preprocessing.detectors import make_detector, resolve
+
+        face_detector = make_detector(resolve(name))
+    files = expand(inputs)
+    if not files:
+        log("predict: no image or video found in the inputs")
+    total = sum(count_frames(p, every) for p in files)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="frame", disable=not progress, desc="predict")
+    rows, counts, writers = [], {s: 0 for s in STATUSES}, {}
+    pending: list[tuple[Item, list[FoundFace]]] = []
+
+    def flush():
+        faces = [f.face for _, found in pending for f in found]
+        outputs = predictor(np.stack(faces)) if faces else {}
+        start = 0
+        for item, found in pending:
+            mine = {k: v[start:start + len(found)] for k, v in outputs.items()}
+            start += len(found)
+            item_rows = rows_for(item, found, mine, predictor)
+            rows.extend(item_rows)
+            for row in item_rows:
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            if draw_dir is not None and item.rgb is not None:
+                picture = draw(item.rgb, found, item_rows, predictor)
+                write_drawing(Path(draw_dir), item, picture, writers)
+        pending.clear()
+
+    try:
+        for path in files:
+            for item in read(path, every):
+                found = []
+                if item.rgb is not None:
+                    try:
+                        found = faces_of(item.rgb, face_detector, predictor.size)
+                    except Exception as error:  # one bad frame must not stop the rest
+                        item.status, item.reason, item.rgb = "unreadable", f"{type(error).__name__}: {error}", None
+                pending.append((item, found))
+                if sum(len(f) for _, f in pending) >= batch_size:
+                    flush()
+                bar.update(1)
+        flush()
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.release()
+    counts["faces"] = counts.pop("ok")
+    return rows, counts
+
+
+def write_drawing(folder: Path, item: Item, picture, writers: dict) -> None:
+    """Saves the drawn image (``NAME.jpg``) or appends the frame to the drawn video (``NAME.mp4``)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = Path(item.source)
+    if source.suffix.lower() in VIDEO_SUFFIXES:
+        if item.source not in writers:
+            h, w = picture.shape[:2]
+            writers[item.source] = cv2.VideoWriter(str(folder / f"{source.stem}.mp4"),
+                                                   cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+        writers[item.source].write(picture)
+    else:
+        cv2.imwrite(str(folder / f"{source.stem}.jpg"), picture)
