@@ -18,6 +18,8 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 STATUSES = ("ok", "no_face", "unreadable", "missing")
+LANDMARK_COLUMNS = [f"{name}_{axis}" for name in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+                    for axis in "xy"]
 
 
 class ModelFolderError(ValueError):
@@ -207,10 +209,8 @@ def faces_of(rgb: np.ndarray, detector, size: int, detect_max_side: int = 1280) 
 
 def columns(predictor: Predictor) -> list[str]:
     """The CSV header: where the face is, then every probability and decision."""
-    points = [f"{name}_{axis}" for name in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-              for axis in "xy"]
     return (["source", "frame", "time_s", "face", "status", "reason", "box_x", "box_y", "box_w", "box_h", "score",
-             *points, "class", "class_probability"]
+             *LANDMARK_COLUMNS, "class", "class_probability"]
             + [f"p_{name}" for name in predictor.class_names]
             + [f"p_{name}" for name in predictor.attribute_names]
             + [f"is_{name}" for name in predictor.attribute_names])
@@ -230,10 +230,8 @@ def rows_for(item: Item, found: list[FoundFace], outputs: dict, predictor: Predi
                "box_w": round(face.box[2], 1), "box_h": round(face.box[3], 1),
                "score": "" if math.isnan(face.score) else round(face.score, 4)}
         if face.landmarks is not None:
-            for (name, axis), value in zip([(n, a) for n in ("left_eye", "right_eye", "nose", "mouth_left",
-                                                             "mouth_right") for a in "xy"],
-                                           face.landmarks.reshape(-1)):
-                row[f"{name}_{axis}"] = round(float(value), 1)
+            row.update({column: round(float(value), 1)
+                        for column, value in zip(LANDMARK_COLUMNS, face.landmarks.reshape(-1))})
         if "classes" in outputs:
             probs = outputs["classes"][index]
             best = int(np.argmax(probs))
