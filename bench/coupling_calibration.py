@@ -188,18 +188,26 @@ def main(argv=None) -> int:
     p.add_argument("--databases", default=",".join(DATABASES))
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "coupling_calibration.json")
     p.add_argument("--reuse", type=Path, help="an earlier calibration's JSON whose rows may be reused (see above)")
-    p.add_argument("--collect", action="store_true",
-                   help="train nothing: apply the rule to the comparisons already in --out (e.g. databases "
-                        "calibrated by separate processes)")
+    p.add_argument("--collect", nargs="*", type=Path, metavar="REPORT",
+                   help="train nothing: apply the rule to the comparisons already in --out, or to the tables of "
+                        "these calibration reports (databases calibrated by separate processes)")
     args = p.parse_args(argv)
     candidates = list(CALIBRATED)
     previous = json.loads(args.reuse.read_text()) if args.reuse else {"tables": {}, "seeds": None}
     tables, strength, reused = {}, {}, {}
     for database in args.databases.split(","):
-        if args.collect:
-            results = args.out / database
-            tables[database], strength[database], reused[database] = (read_table(results, candidates),
-                                                                       relatedness_strength(results), [])
+        if args.collect is not None:
+            report = next((json.loads(f.read_text()) for f in args.collect
+                           if database in json.loads(f.read_text())["tables"]), None)
+            if report is not None:
+                tables[database] = report["tables"][database]
+                strength[database] = report["mean_correlation_ratio"][database]
+                reused[database] = report.get("reused", {}).get(database, [])
+                previous["reused_from"] = report.get("reused_from") or previous.get("reused_from")
+            else:
+                results = args.out / database
+                tables[database], strength[database], reused[database] = (read_table(results, candidates),
+                                                                           relatedness_strength(results), [])
             continue
         old = previous["tables"].get(database, {}) if previous["seeds"] == list(range(args.seeds)) else {}
         keep = [n for n in candidates if n in old and "nc" in old]
@@ -218,7 +226,7 @@ def main(argv=None) -> int:
     decision = apply_rule(tables, candidates, [d for d in INFORMATIVE if d in tables])
     report = {"seeds": list(range(args.seeds)), "databases": list(tables), "informative": list(INFORMATIVE),
               "mean_correlation_ratio": strength, "tables": tables, "reused": reused,
-              "reused_from": str(args.reuse) if args.reuse else None, **decision,
+              "reused_from": str(args.reuse) if args.reuse else previous.get("reused_from"), **decision,
               "rule": "qualifies: (i) on every database not below NC MT on either task by more than max(NC MT std, "
                       "0.005), (ii) above NC MT on both tasks on every informative database; recommended = the "
                       "qualifying candidate with the largest mean (over databases) of min over tasks of (C - NC); "

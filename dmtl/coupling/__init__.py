@@ -58,8 +58,9 @@ CANDIDATES.update({
 })
 CALIBRATED = [name for name in CANDIDATES if name != "printed"]
 """The recipes the calibration chooses ``recommended`` from (``printed`` is never the default)."""
-# The calibration's outcome (bench/results/coupling_calibration.md): the candidate the fixed rule chose.
-RECOMMENDED = "symmetric"
+# The calibration's outcome (bench/results/coupling_calibration.md): no candidate met the rule's conditions, so by
+# its fallback the candidate with the smallest worst-case loss to NC MT over every database and task.
+RECOMMENDED = "symmetric-informed"
 RECIPES = {**CANDIDATES, "recommended": CANDIDATES[RECOMMENDED]}
 
 
