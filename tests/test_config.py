@@ -151,3 +151,10 @@ def test_numeric_options_at_their_bounds_are_accepted():
     assert c["epochs"] == 1 and c["input_size"] == 8
     with pytest.raises(ConfigError, match="input_size .*resnet50.* >= 32"):
         config.resolve("demo", overrides={"backbone": "resnet50", "input_size": 16})
+
+
+def test_export_formats_are_checked():
+    assert config.resolve("demo", overrides={"export_formats": ["savedmodel", "onnx"]})["export_formats"][1] == "onnx"
+    for bad in (["savedmodel", "tflite"], [], "onnx"):
+        with pytest.raises(ConfigError, match="export_formats"):
+            config.resolve("demo", overrides={"export_formats": bad})

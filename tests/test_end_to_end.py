@@ -547,7 +547,9 @@ def test_onnx_and_litert_exports_equal_the_keras_model_and_carry_their_metadata(
 
     out = tmp_path / architecture
     assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
-                       "--epochs", "1", "--set", f"architecture={architecture}", *TINY]) == 0
+                       "--epochs", "1", "--set", f"architecture={architecture}",
+                       "--set", "export_formats=[savedmodel, onnx]", *TINY]) == 0
+    assert (out / "export-onnx" / "model.onnx").is_file() and (out / "export" / "saved_model.pb").is_file()
     register_serializables()
     model = keras.saving.load_model(out / "model.keras")
     faces = np.random.default_rng(0).uniform(-1, 1, (5, 32, 32, 3)).astype(np.float32)
