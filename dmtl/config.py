@@ -40,6 +40,7 @@ METHOD_AUXILIARY = {"mtpsl": "mtpsl", "aal": "aal"}
 AXES = ("weighting", "architecture", "label_completion")
 STRATEGIES = ("auto", "one-device", "mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+EXPORT_FORMATS = ("savedmodel", "onnx", "litert")
 
 
 class ConfigError(ValueError):
@@ -321,10 +322,9 @@ def validate(config: dict) -> None:
                 kind is int and not float(value).is_integer()):
             raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     check_ranges(config)
-    from dmtl.export import FORMATS
     formats = config["export_formats"]
-    if not isinstance(formats, list) or not formats or any(f not in FORMATS for f in formats):
-        raise ConfigError(f"export_formats must be a non-empty list of {list(FORMATS)}, got {formats!r}")
+    if not isinstance(formats, list) or not formats or any(f not in EXPORT_FORMATS for f in formats):
+        raise ConfigError(f"export_formats must be a non-empty list of {list(EXPORT_FORMATS)}, got {formats!r}")
     for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
         if config[key] not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {config[key]!r}")

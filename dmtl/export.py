@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dmtl.config import EXPORT_FORMATS as FORMATS  # one list: the config checks export_formats against it
+
 LABELS_FILE = "labels.json"
 
 
@@ -106,101 +108,5 @@ class ServingModel:
 
 
 # ------------------------------------------------------------------ portable exports (dmtl export)
-FORMATS = ("savedmodel", "onnx", "litert")
 METADATA_FILE = "dmtl_model.json"
 """Beside every export: how to feed the model and read its outputs (one JSON for every format)."""
-
-
-def run_metadata(run_dir, model, input_size: int, fmt: str, files: list[str]) -> dict:
-    """The preprocessing and label metadata of a run's export: input size, colour order, value range, the
-    alignment template and detector the training data was built with, class and attribute names, attribute
-    thresholds (validation-tuned when ``dmtl evaluate`` has computed them, else 0.5), the dmtl version and the
-    hash of the run's configuration."""
-    import hashlib
-
-    from dmtl import __version__
-    from dmtl import config as config_lib
-    from dmtl.data import records
-    from dmtl.preprocessing.alignment import template
-
-    run_dir = Path(run_dir)
-    config = config_lib.load(run_dir / "config.yaml")
-    detector = None
-    try:
-        from dmtl.training.plan import data_dirs
-        detector = records.read_dataset_json(data_dirs(config)[0]).get("detector")
-    except Exception:  # the data folder is not here (an export made elsewhere): the detector stays unknown
-        pass
-    thresholds, source = [0.5] * len(model.attribute_names), "fixed 0.5 (the paper's)"
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.is_file():
-        tuned = json.loads(metrics_file.read_text()).get("attributes_val_thresholds")
-        if tuned and len(tuned.get("thresholds", [])) == len(thresholds):
-            thresholds, source = [float(t) for t in tuned["thresholds"]], "tuned on the validation split"
-    outputs = [name for name in ("classes", "attributes") if name in model.heads]
-    value_range = {"savedmodel": [0, 255]}.get(fmt, [-1.0, 1.0])
-    return {"format": fmt, "files": files, "dmtl_version": __version__,
-            "config_sha256": hashlib.sha256((run_dir / "config.yaml").read_bytes()).hexdigest(),
-            "database": config["database"], "setting": config["setting"],
-            "input": {"shape": [None, int(input_size), int(input_size), 3], "colour_order": "RGB",
-                      "dtype": "uint8" if fmt == "savedmodel" else "float32", "value_range": value_range,
-                      "normalisation": ("x / 127.5 - 1 inside the model" if fmt == "savedmodel" else
-                                        "feed x / 127.5 - 1 for RGB x in [0, 255]"),
-                      "alignment": {"template": "5-point (eyes, nose, mouth corners), similarity transform",
-                                    "points": np.round(template(int(input_size)), 4).tolist()},
-                      "detector": detector},
-            "outputs": outputs, "class_names": list(model.class_names),
-            "attribute_names": list(model.attribute_names),
-            "attribute_thresholds": thresholds, "attribute_thresholds_source": source}
-
-
-def export_run(run_dir, fmt: str = "savedmodel", out=None) -> Path:
-    """Exports a run's ``model.keras`` as a SavedModel (uint8 ``serve``), an ONNX file or a LiteRT (TFLite) file
-    into ``out`` (default ``RUN/export-<format>``), with :data:`METADATA_FILE` beside it; written to a temporary
-    folder and renamed, so a failed export leaves nothing half-written. ONNX goes through Keras's exporter
-    (tf2onnx on TensorFlow) and runs with onnxruntime alone; it takes float32 faces in [-1, 1]."""
-    import shutil
-
-    from dmtl.io import DiskFull, is_disk_full
-    from dmtl.training.predict import register_serializables
-
-    if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {FORMATS}, not {fmt!r}")
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.keras").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a finished run folder (no model.keras): train it first")
-    register_serializables()
-    model = keras.saving.load_model(run_dir / "model.keras")
-    shape = model.backbone.input_shape  # a routed backbone also takes a task index
-    size = int((shape[0] if isinstance(shape, list) else shape)[1])
-    out = Path(out) if out is not None else run_dir / f"export-{fmt}"
-    staging = out.with_name(f"tmp-{out.name}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        if fmt == "savedmodel":
-            export_serving(model, staging, size)
-            files = ["saved_model.pb", LABELS_FILE]
-        else:
-            name = {"onnx": "model.onnx", "litert": "model.tflite"}[fmt]
-            keras_format = {"onnx": "onnx", "litert": "litert"}[fmt]
-            spec = [keras.InputSpec(shape=(None, size, size, 3), dtype="float32")]
-            # the traced call uses the backbone and heads only: auxiliary networks are left out
-            import warnings
-            with warnings.catch_warnings():  # Keras's tf2onnx shim probes np.object (a numpy FutureWarning)
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                model.export(str(staging / name), format=keras_format, input_signature=spec, verbose=False)
-            files = [name]
-        (staging / METADATA_FILE).write_text(json.dumps(run_metadata(run_dir, model, size, fmt, files), indent=2))
-    except Exception as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if is_disk_full(error):
-            raise DiskFull(out) from None
-        if isinstance(error, ImportError):
-            raise ImportError(f"--format {fmt} needs a converter that is not installed ({error}); "
-                              f"pip install tf2onnx for onnx") from None
-        raise
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return out
-

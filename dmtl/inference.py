@@ -3,7 +3,7 @@ face (``dmtl predict``).
 
 The model is a run folder (``model.keras``, Keras), a SavedModel export (TensorFlow alone) or an ONNX export
 (onnxruntime alone: no TensorFlow is imported). The detector, the alignment template and the face size come from
-the model's metadata (``dmtl_model.json`` of :func:`dmtl.export.export_run`, or the run's data folder);
+the model's metadata (``dmtl_model.json`` of :func:`dmtl.training.exports.export_run`, or the run's data folder);
 ``--detector`` overrides the detector, ``--aligned`` takes already aligned faces (resized to the model's size).
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ def load(path) -> Predictor:
     if (path / "model.keras").is_file() and (path / "config.yaml").is_file():
         import keras
 
-        from dmtl.export import run_metadata
+        from dmtl.training.exports import run_metadata
         from dmtl.training.predict import register_serializables
 
         register_serializables()

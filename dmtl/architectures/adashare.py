@@ -308,14 +308,15 @@ def fit_adashare(model_factory, train_ds, val_ds=None, epochs_search: int = 10, 
     search_data = train_ds if val_ds is None else tf.data.Dataset.zip((train_ds, val_ds.repeat()))
     schedule = AdaShareSchedule(warmup_epochs, curriculum_speed, tau, tau_decay)
     search = search_model.fit(search_data, epochs=epochs_search, steps_per_epoch=steps_per_epoch,
-                              callbacks=[schedule, *search_callbacks], verbose=verbose)
+                              callbacks=[schedule, *search_callbacks], verbose=verbose,
+                              shuffle=False)  # the tf.data pipeline shuffles
     policy = search_model.sample_policy(policy_mode, seed)
     if not epochs_retrain:  # the caller re-trains (e.g. with its own checkpointing)
         return None, policy, {"search": search.history, "retrain": {}}
     model = model_factory(policy.tolist())
     model.compile(optimizer=optimizer_factory())
     retrain = model.fit(train_ds, validation_data=val_ds, epochs=epochs_retrain, steps_per_epoch=steps_per_epoch,
-                        callbacks=list(retrain_callbacks), verbose=verbose)
+                        callbacks=list(retrain_callbacks), verbose=verbose, shuffle=False)
     return model, policy, {"search": search.history, "retrain": retrain.history}
 
 

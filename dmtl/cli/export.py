@@ -17,7 +17,7 @@ KEYS = ("run", "format", "out")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from dmtl.export import FORMATS
+    from dmtl.config import EXPORT_FORMATS as FORMATS
     p.add_argument("--run", help="run folder written by dmtl train")
     p.add_argument("--format", choices=FORMATS, help="savedmodel (default) | onnx | litert")
     p.add_argument("--out", help="output folder (default RUN/export-FORMAT)")
@@ -35,7 +35,7 @@ def run(args) -> int:
             raise ConfigError(f"unknown setting(s) {sorted(unknown)} (export takes {list(KEYS)})")
         if not settings.get("run"):
             raise ConfigError("--run RUN_DIR is required")
-        from dmtl.export import export_run
+        from dmtl.training.exports import export_run
         out = export_run(settings["run"], settings["format"], settings.get("out"))
     except (ConfigError, ValueError, OSError, ImportError) as error:
         return fail("export", error, getattr(args, "debug", False))

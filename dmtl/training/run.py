@@ -233,7 +233,7 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
         raise
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(staging, export_dir)
-    from dmtl.export import export_run
+    from dmtl.training.exports import export_run
     for fmt in config["export_formats"]:
         if fmt != "savedmodel":  # export/ is the SavedModel
             export_run(run_dir, fmt)
