@@ -265,8 +265,6 @@ def draw(rgb: np.ndarray, found: list[FoundFace], rows: list[dict], predictor: P
 def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str | None = None,
             batch_size: int = 32, draw_dir=None, progress: bool = True, log=print) -> tuple[list[dict], dict]:
     """Runs the model on every face of ``inputs``; returns ``(rows, counts)`` (see :func:`columns`)."""
-    import cv2
-
     predictor = load(model) if not isinstance(model, Predictor) else model
     name = "none" if aligned else (detector or predictor.detector or "auto")
     face_detector = None
