@@ -166,13 +166,18 @@ def main(argv=None) -> int:
                 source = ArrayDataset(source.images, source.labels, args.batch)  # a fresh epoch of batches
             runs[name].append(images_per_second(model, source))
     best = {name: max(v) for name, v in runs.items()}
+    # this machine's repeats are bimodal: the ratios are of the medians of the interleaved repeats (best-of-n
+    # misleads), the best kept beside them
+    median = {name: float(np.median(v)) for name, v in runs.items()}
     device = device_name()
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device), None)
     fastest = max(best.values())
     result = {
-        "images_per_second_best": best, "images_per_second_all": runs,
-        "ratio_b_over_a": best["b_multitask_no_coupling"] / best["a_plain_fit"],
-        "ratio_c_over_b": best["c_multitask_coupling"] / best["b_multitask_no_coupling"],
+        "images_per_second_median": median, "images_per_second_best": best, "images_per_second_all": runs,
+        "ratio_b_over_a": median["b_multitask_no_coupling"] / median["a_plain_fit"],
+        "ratio_c_over_b": median["c_multitask_coupling"] / median["b_multitask_no_coupling"],
+        "ratio_b_over_a_of_best": best["b_multitask_no_coupling"] / best["a_plain_fit"],
+        "ratio_c_over_b_of_best": best["c_multitask_coupling"] / best["b_multitask_no_coupling"],
         "targets": {"b_over_a": 0.98, "c_over_b": 0.99, "model_flop_utilisation_gpu": 0.35},
         "training_flops_per_image": flops,
         "model_flop_utilisation": (fastest * flops / (peak * 1e12)) if peak else None,
@@ -193,7 +198,7 @@ def main(argv=None) -> int:
         args.out = str(REPO / "bench" / "results" / name)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("images_per_second_best", "ratio_b_over_a", "ratio_c_over_b",
+    print(json.dumps({k: result[k] for k in ("images_per_second_median", "ratio_b_over_a", "ratio_c_over_b",
                                               "training_flops_per_image", "device")}, indent=2))
     return 0
 

@@ -23,20 +23,41 @@ SETTING_TASKS = {"st-classes": ("classes",), "st-attributes": ("attributes",), "
 # keys whose mappings merge key by key across layers
 NESTED = ("loss_weights", "primary_metrics", "weighting_options", "architecture_options",
           "label_completion_options", "coupling", "method_options", "auxiliary")
-# --method shorthand -> (weighting, architecture, label_completion, which axis takes method_options)
-METHODS = {
-    "ew": ("ew", "shared", "none", "weighting"),
-    "mgda": ("mgda", "shared", "none", "weighting"),
-    "gradnorm": ("gradnorm", "shared", "none", "weighting"),
-    "tr": ("ew", "task_routing", "none", "architecture"),
-    "adashare": ("ew", "adashare", "none", "architecture"),
-    "st-t": ("ew", "shared", "student_teacher", "label_completion"),
-    "mtpsl": ("ew", "shared", "none", "auxiliary"),
-    "aal": ("ew", "shared", "none", "auxiliary"),
-    "jdl": ("ew", "jdl", "none", "architecture"),
-}
-# shorthands that switch on an auxiliary term (config ``auxiliary``; method_options become its options)
-METHOD_AUXILIARY = {"mtpsl": "mtpsl", "aal": "aal"}
+
+def method_shorthands() -> dict:
+    """``--method`` shorthand -> ``(weighting, architecture, label_completion, axis taking method_options)``,
+    generated from the registries: every weighting by its name (on ``shared``), and the architectures, label
+    completions and auxiliary terms that declare a ``shorthand`` / ``auxiliary`` (``tr``, ``adashare``, ``jdl``,
+    ``st-t``, ``mtpsl``, ``aal``)."""
+    from dmtl import architectures, coupling, label_completion, weighting
+
+    table = {name: (name, "shared", "none", "weighting") for name in weighting.REGISTRY}
+    for name in architectures.REGISTRY:
+        short = architectures.architecture_class(name).shorthand
+        if short:
+            table[short[0]] = ("ew", name, "none", "architecture")
+    for name in label_completion.REGISTRY:
+        short = label_completion.completion_class(name).shorthand
+        if short:
+            table[short[0]] = ("ew", "shared", name, "label_completion")
+    for name, short in method_auxiliary().items():
+        table[name] = ("ew", "shared", "none", "auxiliary")
+    return table
+
+
+def method_auxiliary() -> dict:
+    """Shorthands that switch on an auxiliary term (config ``auxiliary``; method_options become its options):
+    ``{shorthand: coupling name}`` for the couplings that declare ``auxiliary``."""
+    from dmtl import coupling
+
+    out = {}
+    for name in coupling.REGISTRY:
+        short = coupling.coupling_class(name).auxiliary
+        if short:
+            out[short[0]] = name
+    return out
+
+
 AXES = ("weighting", "architecture", "label_completion")
 STRATEGIES = ("auto", "one-device", "mirrored")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -108,13 +129,14 @@ def expand_method(layer: dict, source: str = "config") -> dict:
             raise ConfigError(f"{source}: method_options needs a method; use weighting_options, "
                               f"architecture_options or label_completion_options")
         return layer
-    if method not in METHODS:
-        raise ConfigError(f"{source}: unknown method {method!r}; choose from {sorted(METHODS)}")
-    *axes, options_axis = METHODS[method]
+    methods = method_shorthands()
+    if method not in methods:
+        raise ConfigError(f"{source}: unknown method {method!r}; choose from {sorted(methods)}")
+    *axes, options_axis = methods[method]
     for axis, value in zip(AXES, axes):
         layer.setdefault(axis, value)
-    if method in METHOD_AUXILIARY:
-        name = METHOD_AUXILIARY[method]
+    if method in method_auxiliary():
+        name = method_auxiliary()[method]
         auxiliary = dict(layer.get("auxiliary") or {})
         auxiliary[name] = {**(auxiliary.get(name) or {}), **(options or {})}
         layer["auxiliary"] = auxiliary
@@ -364,51 +386,26 @@ def validate(config: dict) -> None:
             augment.parameters("mixaugment", {"alpha": mixaugment.DEFAULT_ALPHA}, config["mixaugment"])
     except (TypeError, ValueError) as error:
         raise ConfigError(str(error)) from None
-    for spec in couplings_of(config):
-        if coupling_lib.coupling_class(spec["name"]).needs_shared_features and not architecture.shares_features:
-            raise ConfigError(f"auxiliary term {spec['name']!r} reads the representation shared by every task, but "
-                              f"architecture {config['architecture']!r} computes different features per task")
-    check_backend(config, weighting, architecture)
-    if architecture.own_train_step and config["weighting"] != "ew":
-        raise ConfigError(f"architecture {config['architecture']!r} trains with its own step and equal weighting; "
-                          f"weighting {config['weighting']!r} does not apply (use ew)")
-    if architecture.own_train_step and config["setting"] not in ("nc", "c"):
-        raise ConfigError(f"architecture {config['architecture']!r} models both tasks: setting nc or c, not "
-                          f"{config['setting']!r}")
-    if weighting.requires_shared_features and not architecture.shares_features:
-        raise ConfigError(f"weighting {config['weighting']!r} needs one representation shared by every task, but "
-                          f"architecture {config['architecture']!r} computes different features per task "
-                          f"(use ew or gradnorm)")
-    if config["setting"] not in completion.settings:
-        raise ConfigError(f"label_completion {config['label_completion']!r} supports settings "
-                          f"{list(completion.settings)}, not {config['setting']!r}")
+    check_combination(config, weighting, architecture, completion)
 
 
-def check_backend(config: dict, weighting, architecture) -> None:
-    """On the JAX and PyTorch backends only Keras's own steps run (equal weighting, couplings and auxiliary terms
-    that read the predictions); what needs TensorFlow's GradientTape or tf.distribute fails here, with why."""
+def check_combination(config: dict, weighting=None, architecture=None, completion=None) -> None:
+    """The pieces, setting, backend and strategy of ``config`` combine (:func:`dmtl.compat.problems`, the one
+    place that decides); else a ConfigError with every reason."""
     import keras
 
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        return
-    from dmtl import coupling as coupling_lib
+    from dmtl import compat
+    from dmtl.architectures import architecture_class
+    from dmtl.label_completion import completion_class
+    from dmtl.weighting import weighting_class
 
-    needs = []
-    if weighting.task_gradients:
-        needs.append(f"weighting {config['weighting']!r} takes per-task gradients")
-    if architecture.tensorflow_step:
-        needs.append(f"architecture {config['architecture']!r} has its own training step")
-    for spec in couplings_of(config):
-        if coupling_lib.coupling_class(spec["name"]).needs_shared_features:
-            needs.append(f"auxiliary term {spec['name']!r} reads the shared features")
-        if spec.get("rampup_epochs"):
-            needs.append(f"coupling {spec['name']!r} ramps its weight up with the step count")
-    if config["strategy"] not in ("auto", "one-device"):
-        needs.append(f"strategy {config['strategy']!r} is tf.distribute")
-    if needs:
-        raise ConfigError(f"KERAS_BACKEND={backend}: {'; '.join(needs)}: these run on the TensorFlow backend only "
-                          f"(KERAS_BACKEND=tensorflow)")
+    reasons = compat.problems(
+        weighting or weighting_class(config["weighting"]), architecture or architecture_class(config["architecture"]),
+        couplings_of(config), weighting_name=config["weighting"], architecture_name=config["architecture"],
+        setting=config["setting"], backend=keras.backend.backend(), strategy=config["strategy"],
+        completion=completion or completion_class(config["label_completion"]))
+    if reasons:
+        raise ConfigError("; ".join(reasons))
 
 
 def save(config: dict, path) -> None:

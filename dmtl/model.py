@@ -53,7 +53,13 @@ class MultiTaskModel(keras.Model):
     lets couplings ramp their weight up over epochs.
     """
 
-    shares_features = True  # one representation for every task (MGDA-UB needs it)
+    # what this model offers the pieces (:mod:`dmtl.compat`): one representation for every task, a step that
+    # applies the weighting axis
+    provides = frozenset({"shared_features", "weighting"})
+
+    @property
+    def shares_features(self) -> bool:
+        return "shared_features" in self.provides
 
     def __init__(self, backbone, num_classes: int, num_attributes: int, relatedness=None, class_names=None,
                  attribute_names=None, tasks=TASKS, couplings=(), loss_weights=None, label_smoothing=0.0,
@@ -96,6 +102,11 @@ class MultiTaskModel(keras.Model):
         self.label_smoothing, self.head_dropout = float(label_smoothing), float(head_dropout)
         self.weighting_name, self.weighting_options = weighting, dict(weighting_options or {})
         self.weighting = get_weighting(weighting, **self.weighting_options)
+        from dmtl import compat
+        reasons = [r for r in compat.problems(self.weighting, self, weighting_name=weighting,
+                                              architecture_name=type(self).__name__) if "KERAS_BACKEND" not in r]
+        if reasons:
+            raise ValueError("; ".join(reasons))
         self.steps_per_epoch = None
         missing = [t for t, n in (("classes", self.num_classes), ("attributes", self.num_attributes))
                    if t in tasks and n == 0]
@@ -221,13 +232,31 @@ class MultiTaskModel(keras.Model):
         return sum(coupling.scale(progress) * terms[coupling.name] for coupling in self.couplings
                    if coupling.name in terms)
 
-    def _total_loss(self, terms, tape, features):
-        task_losses = {t: self.loss_weights[t] * terms[t] for t in self.tasks if t in terms}
-        total, logs = self.weighting.combine(task_losses, tape=tape, features=features, model=self)
-        total = total + self.coupling_total(terms)
+    def task_losses(self, terms) -> dict:
+        """``{task: w_t L_t}`` with the configured loss weights, for the tasks in ``terms``."""
+        return {t: self.loss_weights[t] * terms[t] for t in self.tasks if t in terms}
+
+    def rest_total(self, terms):
+        """What the weighting does not combine: the couplings (ramped if configured) and layer losses."""
+        total = self.coupling_total(terms)
         if self.losses:
             total = total + ops.sum(self.losses)
-        return total, logs
+        return total
+
+    def _total_loss(self, terms, tape, features, counts):
+        total, logs = self.weighting.combine(self.task_losses(terms), tape=tape, features=features, model=self,
+                                             present=self.present_tasks(terms, counts))
+        return total + self.rest_total(terms), logs
+
+    def present_tasks(self, terms, counts) -> dict:
+        """``{task: bool}``: whether the task has labels in the global batch (non-overlapping annotations)."""
+        return {t: ops.convert_to_tensor(counts.get(t, 0.0)) > 0 for t in self.tasks if t in terms}
+
+    def shared_variables(self) -> list:
+        """The variables every task's loss reaches (the backbone's trainable ones): what a gradient-level weighting
+        combines; the heads, auxiliary networks and the methods' own variables are task-specific."""
+        ids = {id(v) for v in self.network_variables}
+        return [v for v in self.backbone.trainable_variables if id(v) in ids]
 
     def plain_total(self, terms):
         """The loss with equal weighting: sum of the weighted task losses and the couplings (evaluation)."""
@@ -264,12 +293,14 @@ class MultiTaskModel(keras.Model):
 
     @property
     def uses_keras_step(self) -> bool:
-        """Whether Keras's own train/test steps run this model (:meth:`compute_loss`): equal weighting, no
-        auxiliary term reading the shared features, no architecture-specific step."""
+        """Whether Keras's own train/test steps run this model (:meth:`compute_loss`): a loss-level weighting that
+        needs no tape, no auxiliary term reading the shared features, no architecture-specific step (the
+        declarations of :mod:`dmtl.compat`)."""
+        from dmtl import compat
+
         own_step = any(getattr(type(self), name) is not getattr(MultiTaskModel, name)
                        for name in ("split_batch", "after_train_step", "train_step", "test_step"))
-        return (not self.weighting.task_gradients and not own_step
-                and not any(c.needs_shared_features for c in self.couplings))
+        return not compat.needs_tape(self.weighting, own_step, self.couplings)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Eq. 1 (+ the couplings): the masked task losses with their weights plus the coupling terms, each a
@@ -277,9 +308,14 @@ class MultiTaskModel(keras.Model):
         backend."""
         counts = {}
         terms = self.loss_terms(y, y_pred, counts)
-        total = self.plain_total(terms)
-        if self.losses:
-            total = total + ops.sum(self.losses)
+        if training:  # the weighting combines the task losses (a loss-level method: ew, uw)
+            total, logs = self._total_loss(terms, None, None, counts)
+            for name, value in logs.items():
+                self._trackers[name].update_state(value)
+        else:
+            total = self.plain_total(terms)
+            if self.losses:
+                total = total + ops.sum(self.losses)
         counts["loss"] = replica_sum(ops.cast(ops.shape(x)[0], "float32"))
         self._track_losses(total, terms, counts)
         return total
@@ -303,18 +339,34 @@ class MultiTaskModel(keras.Model):
         """The TensorFlow step for per-task-gradient weightings and auxiliary terms that read the features."""
         import tensorflow as tf
 
+        from dmtl.weighting.step import gradient_level_step
+
         batch, extra = self.split_batch(data)
         images, y = batch[0], batch[1]
         variables = self.network_variables
         counts = {}
-        with tf.GradientTape(persistent=self.weighting.persistent_tape) as tape:
+        gradient_level = "task_gradients" in self.weighting.requires and len(self.tasks) > 1
+        with tf.GradientTape(persistent=self.weighting.persistent_tape or gradient_level) as tape:
             features, predictions = self.forward(images, training=True)
             terms = self.loss_terms(y, predictions, counts, features)
-            total, logs = self._total_loss(terms, tape, features)
-            scaled = self.optimizer.scale_loss(total)  # float16 loss scaling (LossScaleOptimizer); else as is
-        gradients = tape.gradient(scaled, variables)
+            if gradient_level:
+                task_losses = self.weighting.transform_losses(self.task_losses(terms),
+                                                              self.present_tasks(terms, counts))
+                rest = self.rest_total(terms)
+                total, logs = sum(task_losses.values()) + rest, {}
+                # float16 loss scaling inside the tape (the gradients are taken of the scaled losses)
+                scaled = ({t: self.optimizer.scale_loss(loss) for t, loss in task_losses.items()},
+                          self.optimizer.scale_loss(rest) if isinstance(rest, tf.Tensor) else None)
+            else:
+                total, logs = self._total_loss(terms, tape, features, counts)
+                scaled = self.optimizer.scale_loss(total)  # float16 loss scaling (LossScaleOptimizer); else as is
+        if gradient_level:  # the method turns the per-task gradients into the update (dmtl.weighting.step)
+            gradients, step_logs = gradient_level_step(self, tape, task_losses, *scaled, variables, counts)
+            logs.update(step_logs)
+        else:
+            gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
-        logs.update(self.weighting.after_step(terms, tape=tape, features=features, model=self))
+        logs.update(self.weighting.after_step(terms, tape=tape, features=features, model=self, batch=(images, y)))
         del tape
         logs.update(self.after_train_step(batch, extra))
         counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))

@@ -36,18 +36,19 @@ def combinations() -> list[tuple[str, str]]:
 
 
 def compatible(weighting_name: str, architecture_name: str) -> bool:
+    """What :func:`dmtl.compat.problems` (the one place that decides) says of the pair on TensorFlow."""
+    from dmtl import compat
     from dmtl.architectures import architecture_class
     from dmtl.weighting import weighting_class
-    architecture = architecture_class(architecture_name)
-    return not ((weighting_class(weighting_name).requires_shared_features and not architecture.shares_features)
-                or (architecture.own_train_step and weighting_name != "ew"))
+    return not compat.problems(weighting_class(weighting_name), architecture_class(architecture_name),
+                               weighting_name=weighting_name, architecture_name=architecture_name)
 
 
 def auxiliary_terms(architecture_name: str) -> list:
     """The related methods' auxiliary terms (MTPSL, AAL), on every architecture with one shared representation."""
     from dmtl.architectures import architecture_class
     from dmtl.coupling import get_coupling
-    if not architecture_class(architecture_name).shares_features:
+    if "shared_features" not in architecture_class(architecture_name).provides:
         return []
     return [get_coupling("mtpsl", hidden_units=8), get_coupling("aal", pairs=[["AU1", "AU2"], ["AU4", "AU12"]])]
 
@@ -57,8 +58,8 @@ def partial_data(n=16, num_attributes=len(AUS), seed=0):
     x = rng.uniform(-1, 1, (n, SIZE, SIZE, 3)).astype(np.float32)
     classes = rng.integers(0, 7, n)
     attributes = rng.integers(0, 2, (n, num_attributes)).astype(np.float32)
-    classes[n // 2:] = -1
-    attributes[: n // 2] = -1
+    classes[1::2] = -1  # alternate rows: every batch of an even size has labels of both tasks, none of both
+    attributes[0::2] = -1
     return x, {"classes": classes, "attributes": attributes}
 
 
@@ -82,7 +83,23 @@ def build(weighting_name, architecture_name, num_attributes=len(AUS), tasks=("cl
     return get_architecture(architecture_name, **TINY_OPTIONS[architecture_name]).build_model(spec)
 
 
+def still_variables(model) -> set:
+    """Trainable variables a training step legitimately leaves alone: the other task's head when a database has
+    one task, and what an architecture says it trains elsewhere (``model.variables_trained_elsewhere()``)."""
+    own = getattr(model, "variables_trained_elsewhere", None)
+    return {id(v) for v in (own() if own else [])}
+
+
+def full_check(weighting_name, architecture_name) -> bool:
+    """The round trips, the one-task database and the mixed-precision step run once per piece: every weighting on
+    ``shared``, every architecture with ``ew`` (the step, the moved variables, finite losses and the weighting's
+    effect run for every pair)."""
+    return architecture_name == "shared" or weighting_name == "ew"
+
+
 def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
+    import copy
+
     import keras
 
     keras.utils.set_random_seed(0)
@@ -94,9 +111,23 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
     terms = ["loss", "classes_loss", "attributes_loss", *(f"{c.name}_loss" for c in model.couplings)]
     assert len(terms) >= 5
     for term in terms:
-        assert np.isfinite(history[term][0]), (term, history[term])
-    moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
-    assert any(moved), "a training step changed no weight"
+        assert np.all(np.isfinite(history[term])), (term, history[term])  # finite: neither NaN nor inf
+    still = still_variables(model)
+    unmoved = [v.path for b, v in zip(before, model.trainable_variables)
+               if id(v) not in still and np.array_equal(b, v.numpy())]
+    assert not unmoved, f"a training step left these trainable variables unchanged: {unmoved}"
+    from dmtl.architectures import architecture_class
+    if "weighting" in architecture_class(architecture_name).provides and full_check(weighting_name,
+                                                                                 architecture_name):
+        # the weighting's output is what trains the shared variables (a weighting whose result is ignored fails)
+        check_weighting_effect(weighting_name, architecture_name)
+    if not full_check(weighting_name, architecture_name):
+        return
+    # get_config -> rebuild -> get_config is identical
+    config = model.get_config()
+    rebuilt = type(model).from_config(_plain(config))  # through JSON, as a saved config is read
+    assert _plain(rebuilt.get_config()) == _plain(config)
+    check_mixed_precision(weighting_name, architecture_name)
     # .keras round trip: identical predictions
     expected = model.predict(x, verbose=0)
     path = Path(tmp_path) / f"{weighting_name}-{architecture_name}.keras"
@@ -108,8 +139,7 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
         np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
     assert [c.get_config() for c in loaded.couplings] == [c.get_config() for c in model.couplings]
     # a database with one task only (JAFFE: classes, no attributes)
-    from dmtl.architectures import architecture_class
-    if architecture_class(architecture_name).own_train_step:  # models both tasks jointly (jdl): refused clearly
+    if "both_tasks" in architecture_class(architecture_name).requires:  # models both tasks jointly (jdl): refused
         with pytest.raises(ValueError, match="both tasks"):
             build(weighting_name, architecture_name, num_attributes=0, tasks=("classes",))
         return
@@ -120,6 +150,95 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
     history = one.fit(x1, y1, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(history["classes_loss"][0])
     assert set(one.predict(x1, verbose=0)) == {"classes"}
+
+
+def run_export_test(architecture_name, tmp_path) -> None:
+    """The architecture's trained model, reloaded from ``.keras``, exported to ONNX by the run's exporter, gives the
+    Keras model's probabilities within 1e-4 under onnxruntime (auxiliary networks are left out of the file)."""
+    import keras
+    import onnxruntime
+
+    from dmtl.training.exports import export_model
+
+    keras.utils.set_random_seed(0)
+    model = build("ew", architecture_name)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y = partial_data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # moved weights and batch statistics
+    path = Path(tmp_path) / f"{architecture_name}.keras"
+    model.save(path)
+    model = keras.saving.load_model(path)
+    expected = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+    onnx_file = export_model(model, tmp_path, "onnx", SIZE)
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {session.get_inputs()[0].name: x})))
+    assert set(got) == set(expected), (sorted(got), sorted(expected))
+    for key, value in expected.items():
+        assert np.abs(value).max() > 0
+        np.testing.assert_allclose(got[key], value, atol=1e-4, err_msg=f"{architecture_name}/{key}")
+
+
+def check_mixed_precision(weighting_name, architecture_name) -> None:
+    """One step under ``mixed_float16`` (loss scaling): finite losses, float32 outputs, the variables move."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = build(weighting_name, architecture_name)
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01),
+                                                                           initial_scale=2.0 ** 8))
+        x, y = partial_data(8)
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+        assert float(model.optimizer.iterations.numpy()) == 1  # the step was applied (a skipped one does not count)
+        assert all(np.all(np.isfinite(v)) for k, v in history.items() if k.endswith("loss")), history
+        outputs = model(x, training=False)
+        assert all("float32" in str(v.dtype) for v in outputs.values()), {k: v.dtype for k, v in outputs.items()}
+        assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _plain(config):
+    """A config with numpy values as lists (for equality)."""
+    import json
+    return json.loads(json.dumps(config, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def check_weighting_effect(weighting_name, architecture_name) -> None:
+    """One SGD step from the same weights on the same batch, with the weighting's output as it is and doubled (the
+    loss-level result of ``combine``, the direction of ``backward``): the shared variables must move differently.
+    A weighting whose result the step ignores (e.g. silently equal weighting) fails."""
+    import keras
+
+    x, y = partial_data(8)
+    moves = []
+    for factor in (1.0, 2.0):
+        keras.utils.set_random_seed(0)
+        model = build(weighting_name, architecture_name, couplings=False)
+        method = model.weighting
+        if factor != 1.0:
+            combine, backward = method.combine, method.backward
+
+            def doubled_combine(*args, **kwargs):
+                total, logs = combine(*args, **kwargs)
+                return total * factor, logs
+
+            def doubled_backward(*args, **kwargs):
+                direction, weights, logs = backward(*args, **kwargs)
+                return [d * factor for d in direction], weights, logs
+
+            method.combine, method.backward = doubled_combine, doubled_backward
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        shared = model.shared_variables()
+        before = [v.numpy().copy() for v in shared]
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        moves.append(np.concatenate([(v.numpy() - b).ravel() for b, v in zip(before, shared)]))
+    assert np.abs(moves[0]).max() > 0, "the shared variables did not move"
+    assert not np.allclose(moves[0], moves[1], rtol=1e-3, atol=1e-9), (
+        f"weighting {weighting_name!r}: doubling its output did not change the update: the step ignores it")
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""

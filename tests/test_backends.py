@@ -126,10 +126,12 @@ def test_what_needs_tensorflow_fails_at_config_time_under_jax():
         import json, sys
         sys.path.insert(0, sys.argv[1])
         from dmtl import config
+        from dmtl import weighting
         out = {}
-        for name, overrides in {"mgda": {"setting": "nc", "method": "mgda"}, "jdl": {"setting": "nc", "method": "jdl"},
-                                "mtpsl": {"setting": "nc", "method": "mtpsl"}, "mirrored": {"strategy": "mirrored"},
-                                "ew": {"setting": "c"}}.items():
+        cases = {"jdl": {"setting": "nc", "method": "jdl"}, "mtpsl": {"setting": "nc", "method": "mtpsl"},
+                 "mirrored": {"strategy": "mirrored"}, "ew": {"setting": "c"}}
+        cases.update({f"weighting-{name}": {"setting": "c", "weighting": name} for name in weighting.REGISTRY})
+        for name, overrides in cases.items():
             try:
                 config.resolve("demo", overrides=overrides)
                 out[name] = "ok"
@@ -138,7 +140,16 @@ def test_what_needs_tensorflow_fails_at_config_time_under_jax():
         print(json.dumps(out))
     """)
     assert result["ew"] == "ok"
-    for name in ("mgda", "jdl", "mtpsl", "mirrored"):
+    from dmtl import compat
+    from dmtl.weighting import REGISTRY, weighting_class
+    refused = ["jdl", "mtpsl", "mirrored"]
+    for name in REGISTRY:  # the declarations decide: a method that needs the tape is refused, the others run
+        if "tape" in compat.requirements(weighting_class(name)):
+            refused.append(f"weighting-{name}")
+        else:
+            assert result[f"weighting-{name}"] == "ok", name
+    assert {"weighting-mgda", "weighting-pcgrad", "weighting-famo"} <= set(refused)
+    for name in refused:
         assert result[name].startswith("KERAS_BACKEND=jax") and "TensorFlow backend only" in result[name], name
 
 

@@ -48,7 +48,7 @@ def test_soft_attribute_targets_fill_only_missing_entries():
 
 def test_student_trains_on_teacher_soft_labels():
     """st-t pipeline: single-task teachers -> soft labels where missing -> student without coupling."""
-    assert config.METHODS["st-t"][:3] == ("ew", "shared", "student_teacher")
+    assert config.method_shorthands()["st-t"][:3] == ("ew", "shared", "student_teacher")
     keras.utils.set_random_seed(0)
     x, y = partial_data(n=16)
     teacher = make_model(tasks=("classes", "attributes"))

@@ -153,15 +153,17 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     # one strategy object per process: a second MirroredStrategy would reuse collective instance keys
     single_device, mirrored = (tf.distribute.OneDeviceStrategy("/cpu:0"),
                                tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    from dmtl.weighting import REGISTRY
     result = {method: {"single": one_step(single_device, method), "mirrored": one_step(mirrored, method)}
-              for method in ("mgda", "gradnorm")}
+              for method in REGISTRY}
     print(json.dumps(result))
 """)
 
 
-def test_mgda_and_gradnorm_under_mirrored_strategy(tmp_path):
-    """One fit step on two logical CPUs: finite losses; MGDA-UB's weights (all-reduced Gram matrix) and GradNorm's
-    updated weights equal the single-device step's."""
+def test_every_weighting_under_mirrored_strategy_equals_the_single_device_step(tmp_path):
+    """One fit step on two logical CPUs, for every registered weighting: finite losses, and the losses and the
+    method's logged weights equal the single-device step's (MGDA-UB's all-reduced Gram matrix, GradNorm's and
+    DWA's state updates, the gradient-level methods' globally summed task gradients)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = tmp_path / "mirrored_weighting.py"
     script.write_text(MIRRORED_SCRIPT)
@@ -173,6 +175,7 @@ def test_mgda_and_gradnorm_under_mirrored_strategy(tmp_path):
         for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
             assert np.isfinite(mirrored[key]), (method, key)
             assert mirrored[key] == pytest.approx(single[key], rel=1e-4), (method, key)
-        for task in ("classes", "attributes"):
-            key = f"{method}_weight_{task}"
+        for key in [k for k in single if k.startswith(f"{method}_weight_")]:
             assert mirrored[key] == pytest.approx(single[key], abs=1e-4), (method, key, runs)
+    assert {"mgda_weight_classes", "pcgrad_weight_classes", "nash_mtl_weight_classes"} <= {
+        k for runs in result.values() for k in runs["single"]}

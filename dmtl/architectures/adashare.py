@@ -136,7 +136,7 @@ class AdaShareModel(MultiTaskModel):
     ``tau``: the initial Gumbel temperature (the schedule lives in :class:`AdaShareSchedule`).
     """
 
-    shares_features = False
+    provides = frozenset({"weighting"})
 
     def extra_log_names(self) -> list[str]:
         return ["sparsity_loss", "sharing_loss", "policy_loss", "tau", "controlled_blocks",
@@ -184,7 +184,9 @@ class AdaShareModel(MultiTaskModel):
     def controlled_mask(self):
         """(L,) 1 for the blocks the policy controls now (the last k), 0 for those that always run."""
         num_blocks = self.backbone.num_blocks
-        return ops.cast(ops.arange(num_blocks, dtype="float32") >= num_blocks - self.controlled_blocks, "float32")
+        # the policy's variables are read in float32 (under mixed precision Keras would autocast them to float16)
+        controlled = ops.cast(self.controlled_blocks, "float32")
+        return ops.cast(ops.arange(num_blocks, dtype="float32") >= num_blocks - controlled, "float32")
 
     def select(self, task: str, training=None):
         """(L,) select values of ``task``: the fixed policy, a straight-through Gumbel sample (training), or the
@@ -192,10 +194,10 @@ class AdaShareModel(MultiTaskModel):
         index = TASKS.index(task)
         if self.fixed_policy is not None:
             return ops.convert_to_tensor(self.fixed_policy[index], "float32")
-        logits = self.policy_logits[index]
+        logits = ops.cast(self.policy_logits[index], "float32")
         if training:
             uniform = keras.random.uniform(ops.shape(logits), 1e-6, 1.0 - 1e-6, seed=self.seed_generator)
-            soft = ops.softmax((logits - ops.log(-ops.log(uniform))) / self.tau, axis=-1)
+            soft = ops.softmax((logits - ops.log(-ops.log(uniform))) / ops.cast(self.tau, "float32"), axis=-1)
             hard = ops.one_hot(ops.argmax(soft, axis=-1), 2)
             sample = hard + soft - ops.stop_gradient(soft)
         else:
@@ -337,9 +339,10 @@ class AdaShareArchitecture(Architecture):
     :meth:`prepare` runs the policy search once and saves the policy, so a resumed run re-trains with it."""
 
     name = "adashare"
-    shares_features = False
+    provides = frozenset({"weighting"})  # each task runs its own blocks: no one shared representation
+    requires = frozenset({"tape"})  # the policy search's own step
+    shorthand = ("adashare", "AdaShare")
     own_backbone = True
-    tensorflow_step = True
     option_names = ("epochs_search", "widths", "blocks_per_stage", "feature_dim", "sparsity_weight",
                     "sharing_weight", "policy_lr", "tau", "seed")
 

@@ -27,11 +27,14 @@ class Architecture:
     """Base class: subclasses set ``name`` and implement :meth:`build_model`."""
 
     name = "base"
-    shares_features = True  # one representation for every task (MGDA-UB needs it)
+    # what it offers and needs (:mod:`dmtl.compat`): ``shared_features`` = one representation for every task;
+    # ``weighting`` = its step applies the weighting axis; requires ``tape`` (a TensorFlow GradientTape step of its
+    # own), ``both_tasks`` (models the two tasks jointly)
+    provides: frozenset = frozenset({"shared_features", "weighting"})
+    requires: frozenset = frozenset()
+    shorthand = None  # its ``--method`` shorthand and the compare label, e.g. ("tr", "TR")
     own_backbone = False  # builds its own backbone (the config's ``backbone`` does not apply)
     option_names: tuple = ()  # the options it accepts (checked at config time)
-    own_train_step = False  # trains with its own step (the weighting axis must be ew)
-    tensorflow_step = False  # its step uses a TensorFlow GradientTape (not offered on the JAX / PyTorch backends)
 
     def __init__(self, **options):
         self.options = dict(options)

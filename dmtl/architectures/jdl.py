@@ -195,8 +195,9 @@ class JointDistributionArchitecture(Architecture):
     name = "jdl"
     option_names = ("lambda_joint", "latent_dim", "discriminator_steps", "gan_lr", "seed", "widths", "feature_dim",
                     "dropout", "standardise", "batchnorm", "pooling")
-    own_train_step = True  # the weighting axis does not apply (equal weighting)
-    tensorflow_step = True
+    provides = frozenset({"shared_features"})  # its own step: the weighting axis does not apply (equal weighting)
+    requires = frozenset({"tape", "both_tasks"})
+    shorthand = ("jdl", "JDL (GAN)")
 
     def build_model(self, spec: ModelSpec, **stage):
         gan = {k: v for k, v in self.options.items() if k in self.option_names[:5]}

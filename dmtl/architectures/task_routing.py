@@ -85,7 +85,7 @@ class TaskRoutingModel(MultiTaskModel):
     backbone([image, t]) with t its index in ``("classes", "attributes")``. Coupling applies to the heads' outputs
     as usual; the features differ per task, so MGDA-UB (one shared representation) is rejected."""
 
-    shares_features = False
+    provides = frozenset({"weighting"})
 
     def feature_shape(self, input_shape):
         image_shape = tuple(input_shape)
@@ -116,7 +116,8 @@ class TaskRoutingArchitecture(Architecture):
     """``task_routing``: options ``sharing_ratio`` (0.5), ``widths``, ``feature_dim``; its own routed CNN."""
 
     name = "task_routing"
-    shares_features = False
+    provides = frozenset({"weighting"})  # the features differ per task
+    shorthand = ("tr", "TR")
     own_backbone = True
     option_names = ("sharing_ratio", "widths", "feature_dim", "seed")
 

@@ -17,10 +17,10 @@ from dmtl.cli.common import add_config_arguments, fail, layers, standalone
 CONFIG_FLAGS = {
     "database": "database or pair name (dmtl/configs/<name>.yaml), e.g. demo, celeba",
     "setting": "st-classes | st-attributes | nc | c",
-    "method": "shorthand: ew | mgda | gradnorm | tr | adashare | st-t",
-    "weighting": "ew | mgda | gradnorm",
-    "architecture": "shared | task_routing | adashare",
-    "label_completion": "none | student_teacher",
+    "method": None,  # the registries' lists (registry_help)
+    "weighting": None,
+    "architecture": None,
+    "label_completion": None,
     "coupling_recipe": "printed | recommended (setting c)",
     "relatedness": "du2014 | affwild2 | empirical | FILE.csv",
     "backbone": "small | vgg16 | resnet50 | densenet121 | efficientnetb2",
@@ -35,11 +35,20 @@ COUPLING_FLAGS = {"dm_target": ("dm", "target"), "dm_form": ("dm", "form"), "sca
                   "dm_weight": ("dm", "weight"), "sca_weight": ("sca", "weight")}
 
 
+def registry_help() -> dict:
+    """The ``--help`` lists of the method axes, from the registries (a registered piece is listed)."""
+    from dmtl import architectures, config, label_completion, weighting
+    return {"method": "shorthand: " + " | ".join(config.method_shorthands()),
+            "weighting": " | ".join(weighting.REGISTRY), "architecture": " | ".join(architectures.REGISTRY),
+            "label_completion": " | ".join(label_completion.REGISTRY)}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (re-running the same command resumes it)")
     p.add_argument("--data", nargs="+", help="built data folder(s) (dmtl build ...)")
+    generated = registry_help()
     for key, help_text in CONFIG_FLAGS.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, help=help_text)
+        p.add_argument("--" + key.replace("_", "-"), dest=key, help=help_text or generated[key])
     for key, kind in TYPED_FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, help=f"config key {key}")
     p.add_argument("--coupling", help="couplings on in setting c: a comma list (dm,sca) or 'none'")

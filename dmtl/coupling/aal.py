@@ -53,7 +53,8 @@ class AdversarialAttributes(Coupling):
     name = "aal"
     auxiliary = True
     needs_relatedness = False
-    needs_shared_features = True
+    requires = frozenset({"shared_features", "tape"})
+    auxiliary = ("aal", "AAL")
 
     def __init__(self, pairs=(), reversal: float = 0.1, **common):
         super().__init__(**common)

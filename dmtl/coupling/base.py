@@ -56,7 +56,14 @@ class Coupling:
     name = "base"
     auxiliary = False  # an auxiliary loss with its own networks (config key ``auxiliary``)
     needs_relatedness = True  # reads p(attribute | class)
-    needs_shared_features = False  # reads the one representation every task shares (``features``)
+    requires: frozenset = frozenset()  # :mod:`dmtl.compat`: {"shared_features", "tape"} for auxiliary terms
+    auxiliary = None  # an auxiliary term of a related method: its ``--method`` shorthand and label, e.g.
+    # ("mtpsl", "MTPSL"); None for the paper's couplings (the coupling ablation's rows)
+
+    @property
+    def needs_shared_features(self) -> bool:
+        """Reads the one representation every task shares (``features``)."""
+        return "shared_features" in self.requires
 
     def __init__(self, weight: float = 1.0, rampup_epochs: float = 0.0, where: str = "all"):
         if where not in WHERE:

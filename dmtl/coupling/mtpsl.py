@@ -80,7 +80,8 @@ class CrossTaskConsistency(Coupling):
     name = "mtpsl"
     auxiliary = True
     needs_relatedness = False
-    needs_shared_features = True
+    requires = frozenset({"shared_features", "tape"})
+    auxiliary = ("mtpsl", "MTPSL")
 
     def __init__(self, hidden_units: int = 128, depth: int = 2, regulariser: float = 1.0, where: str = "unlabelled",
                  **common):

@@ -14,11 +14,32 @@ from pathlib import Path
 import numpy as np
 
 from dmtl import config as config_lib
-from dmtl.coupling import RECIPES, RECOMMENDED
+from dmtl.coupling import PRINTED, RECIPES, RECOMMENDED
 
 SETTING_ROWS = {"st": "ST", "nc": "NC MT", "c": "C MT"}
-METHOD_LABELS = {"ew": "EW", "st-t": "S-T NC MT", "mgda": "MGDA-UB", "gradnorm": "GradNorm", "adashare": "AdaShare",
-                 "tr": "TR", "mtpsl": "MTPSL", "aal": "AAL", "jdl": "JDL (GAN)"}
+
+
+def method_labels() -> dict:
+    """``--methods`` shorthand -> its name in tables, from the registries (each piece's ``label`` /
+    ``shorthand`` / ``auxiliary``)."""
+    from dmtl import architectures, coupling, label_completion, weighting
+
+    labels = {}
+    for name in weighting.REGISTRY:
+        labels[name] = weighting.weighting_class(name).label or name
+    for registry, lookup in ((architectures.REGISTRY, architectures.architecture_class),
+                             (label_completion.REGISTRY, label_completion.completion_class)):
+        for name in registry:
+            short = lookup(name).shorthand
+            if short:
+                labels[short[0]] = short[1]
+    for name in coupling.REGISTRY:
+        short = coupling.coupling_class(name).auxiliary
+        if short:
+            labels[short[0]] = short[1]
+    return labels
+
+
 # Coupling loss forms of the ablation: {form: {coupling: options}} (the paper's Table 3 layout: DM, SCA, both)
 FORMS = {
     "distillation": {"dm": {"target": "attributes-as-target"}, "sca": {"direction": "distillation"}},
@@ -59,20 +80,22 @@ def plan(settings, methods, ablation, forms) -> list[Row]:
     for method in methods:
         if method == "ew":
             continue
-        rows.append(Row(METHOD_LABELS.get(method, method), [(f"{method}-nc", {"setting": "nc", "method": method})]))
+        rows.append(Row(method_labels().get(method, method), [(f"{method}-nc", {"setting": "nc", "method": method})]))
     if ablation == "coupling":
         planned = set()
         for form in forms:
             if form not in FORMS:
                 raise ValueError(f"unknown coupling form {form!r}; choose from {sorted(FORMS)}")
             options = FORMS[form]
-            for label, chosen in (("DM", ["dm"]), ("SCA", ["sca"]), ("DM+SCA", ["dm", "sca"])):
+            paper = list(PRINTED)  # the paper's couplings (Table 3: each alone, then together)
+            for chosen in [[name] for name in paper] + [paper]:
+                label = "+".join(name.upper() for name in chosen)
                 # only the options of the losses switched on matter: skip a row another form already runs
                 effective = tuple((c, tuple(sorted(options.get(c, {}).items()))) for c in chosen)
                 if effective in planned:
                     continue
                 planned.add(effective)
-                coupling = {c: (dict(options.get(c, {})) if c in chosen else False) for c in ("dm", "sca")}
+                coupling = {c: (dict(options.get(c, {})) if c in chosen else False) for c in paper}
                 overrides = {"setting": "c", "coupling_recipe": "printed", "coupling": coupling}
                 rows.append(Row(f"{label} ({form})", [(f"c-{'-'.join(chosen)}-{form}", overrides)]))
     return rows
@@ -82,7 +105,7 @@ def row_extra(extra, overrides) -> dict:
     """The comparison's common overrides for one run: ``auxiliary.<term>`` options given to ``compare`` configure
     that method's row only (``--methods aal --set auxiliary.aal.pairs=...``), not every row."""
     extra = dict(extra or {})
-    own = config_lib.METHOD_AUXILIARY.get(overrides.get("method"))
+    own = config_lib.method_auxiliary().get(overrides.get("method"))
     if isinstance(extra.get("auxiliary"), dict):
         extra["auxiliary"] = {k: v for k, v in extra["auxiliary"].items() if k == own}
         extra["auxiliary"] = extra["auxiliary"] or None

@@ -9,6 +9,7 @@ class LabelCompletion:
     name = "base"
     settings = ("st-classes", "st-attributes", "nc", "c")  # the settings it supports
     option_names: tuple = ()  # the options it accepts (checked at config time)
+    shorthand = None  # its ``--method`` shorthand and compare label, e.g. ("st-t", "S-T NC MT")
 
     def __init__(self, **options):
         self.options = dict(options)

@@ -97,6 +97,7 @@ class StudentTeacher(LabelCompletion):
     per data folder, evaluation order). The paper's baseline trains the student without coupling (setting nc)."""
 
     name = "student_teacher"
+    shorthand = ("st-t", "S-T NC MT")
     settings = ("nc",)
     option_names = ("temperature",)
 

@@ -54,6 +54,22 @@ def run_metadata(run_dir, model, input_size: int, fmt: str, files: list[str]) ->
             "attribute_thresholds": thresholds, "attribute_thresholds_source": source}
 
 
+def export_model(model, folder, fmt: str, size: int) -> Path:
+    """Writes ``model`` (backbone and heads only: auxiliary networks are left out) as ``folder/model.onnx`` or
+    ``folder/model.tflite`` through Keras's exporter (tf2onnx on TensorFlow); float32 faces in [-1, 1] in, the
+    heads' probabilities out. Returns the file."""
+    import warnings
+
+    if fmt not in ("onnx", "litert"):
+        raise ValueError(f"export_model writes onnx or litert, not {fmt!r}")
+    path = Path(folder) / {"onnx": "model.onnx", "litert": "model.tflite"}[fmt]
+    spec = [keras.InputSpec(shape=(None, size, size, 3), dtype="float32")]
+    with warnings.catch_warnings():  # Keras's tf2onnx shim probes np.object (a numpy FutureWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        model.export(str(path), format=fmt, input_signature=spec, verbose=False)
+    return path
+
+
 def export_run(run_dir, fmt: str = "savedmodel", out=None) -> Path:
     """Exports a run's ``model.keras`` as a SavedModel (uint8 ``serve``), an ONNX file or a LiteRT (TFLite) file
     into ``out`` (default ``RUN/export-<format>``), with :data:`METADATA_FILE` beside it; written to a temporary
@@ -82,15 +98,7 @@ def export_run(run_dir, fmt: str = "savedmodel", out=None) -> Path:
             export_serving(model, staging, size)
             files = ["saved_model.pb", LABELS_FILE]
         else:
-            name = {"onnx": "model.onnx", "litert": "model.tflite"}[fmt]
-            keras_format = {"onnx": "onnx", "litert": "litert"}[fmt]
-            spec = [keras.InputSpec(shape=(None, size, size, 3), dtype="float32")]
-            # the traced call uses the backbone and heads only: auxiliary networks are left out
-            import warnings
-            with warnings.catch_warnings():  # Keras's tf2onnx shim probes np.object (a numpy FutureWarning)
-                warnings.filterwarnings("ignore", category=FutureWarning)
-                model.export(str(staging / name), format=keras_format, input_signature=spec, verbose=False)
-            files = [name]
+            files = [export_model(model, staging, fmt, size).name]
         (staging / METADATA_FILE).write_text(json.dumps(run_metadata(run_dir, model, size, fmt, files), indent=2))
     except Exception as error:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""Task weighting methods (how the task losses combine), one per module behind :class:`Weighting`, selected by
-name (config ``weighting``, or the ``--method`` shorthand). Adding one is a module plus a line in :data:`METHODS`."""
+"""Task weighting methods (how the task losses, or their gradients, combine), one per module behind
+:class:`Weighting`, selected by name (config ``weighting``, or the ``--method`` shorthand). Adding one is a module
+plus a line in :data:`METHODS`: its shorthand, compare label, ``--help`` entry and conformance checks follow."""
 from dmtl.weighting.base import Weighting
 from dmtl.registry import lookup
 
@@ -7,6 +8,15 @@ METHODS = {
     "ew": "dmtl.weighting.ew:EqualWeighting",
     "mgda": "dmtl.weighting.mgda:MGDAUB",
     "gradnorm": "dmtl.weighting.gradnorm:GradNorm",
+    "uw": "dmtl.weighting.uw:UncertaintyWeighting",
+    "dwa": "dmtl.weighting.dwa:DynamicWeightAverage",
+    "rlw": "dmtl.weighting.rlw:RandomLossWeighting",
+    "famo": "dmtl.weighting.famo:FAMO",
+    "pcgrad": "dmtl.weighting.pcgrad:PCGrad",
+    "cagrad": "dmtl.weighting.cagrad:CAGrad",
+    "imtl": "dmtl.weighting.imtl:IMTL",
+    "nash_mtl": "dmtl.weighting.nash_mtl:NashMTL",
+    "aligned_mtl": "dmtl.weighting.aligned_mtl:AlignedMTL",
 }
 
 

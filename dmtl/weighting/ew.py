@@ -6,7 +6,6 @@ class EqualWeighting(Weighting):
     """L = sum_t w_t L_t with the fixed weights of the config (the paper's setting: all 1)."""
 
     name = "ew"
-    task_gradients = False  # a plain loss: Keras's own step on every backend
-
-    def combine(self, task_losses, *, tape, features, model):
-        return sum(task_losses.values()), {}
+    label = "EW"
+    plain = True  # the sum every step applies without a weighting (architectures with their own step)
+    requires = frozenset()  # a plain loss: Keras's own step on every backend

@@ -22,10 +22,16 @@ from dmtl.weighting.distribute import attach_state, replica_sum, state_variable
 _EPSILON = 1e-8
 
 
-def last_shared_kernel(backbone, name: str | None = None):
-    """The last shared layer's weight matrix: the backbone's last trainable variable with >= 2 dimensions (a
-    Dense/Conv kernel, never a bias) in layer order, optionally among those whose path or name contains ``name``."""
-    kernels = [v for v in backbone.trainable_variables if len(v.shape) >= 2]
+def last_shared_kernel(model, name: str | None = None):
+    """The last shared layer's weight matrix: the last of the model's shared variables
+    (``model.shared_variables()``, the architecture's declaration) with >= 2 dimensions (a Dense/Conv kernel, never a
+    bias) in layer order, optionally among those whose path or name contains ``name``. A bare backbone is read as
+    all shared."""
+    if hasattr(model, "shared_variables"):
+        shared = model.shared_variables()
+    else:  # a bare backbone, or an object holding one
+        shared = getattr(model, "backbone", model).trainable_variables
+    kernels = [v for v in shared if len(v.shape) >= 2]
     if name is not None:
         kernels = [v for v in kernels if name in getattr(v, "path", v.name) or name == v.name]
         if not kernels:
@@ -68,6 +74,8 @@ class GradNorm(Weighting):
     """
 
     name = "gradnorm"
+    label = "GradNorm"
+    requires = frozenset({"tape"})  # its weights update after the step, from the tape
     persistent_tape = True
 
     def __init__(self, alpha: float = 1.5, lr: float = 0.025, shared_variable: str | None = None, **options):
@@ -77,7 +85,7 @@ class GradNorm(Weighting):
 
     def build(self, model) -> None:
         self.tasks = tuple(model.tasks)
-        self.shared = last_shared_kernel(model.backbone, self.shared_variable)
+        self.shared = last_shared_kernel(model, self.shared_variable)
         n = len(self.tasks)
         self.weights = state_variable([1.0] * n, "gradnorm_weights")
         self.initial_losses = state_variable([0.0] * n, "gradnorm_initial_losses")
@@ -90,12 +98,12 @@ class GradNorm(Weighting):
     def _weight_logs(self, weights):
         return {f"gradnorm_weight_{t}": weights[i] for i, t in enumerate(self.tasks)}
 
-    def combine(self, task_losses, *, tape, features, model):
+    def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
         weights = tf.stop_gradient(tf.convert_to_tensor(self.weights))
         total = sum(weights[self.tasks.index(t)] * loss for t, loss in task_losses.items())
         return total, self._weight_logs(weights)
 
-    def after_step(self, task_losses, *, tape, features, model) -> dict:
+    def after_step(self, task_losses, *, tape, features, model, batch=None) -> dict:
         """``task_losses`` are the model's unweighted terms; the configured loss weights are applied here."""
         if len(self.tasks) < 2:
             return {}

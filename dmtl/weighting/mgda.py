@@ -62,7 +62,8 @@ class MGDAUB(Weighting):
     """
 
     name = "mgda"
-    requires_shared_features = True
+    label = "MGDA-UB"
+    requires = frozenset({"tape", "shared_features"})  # gradients w.r.t. the one shared representation
     persistent_tape = True
 
     def __init__(self, normalisation: str = "loss+", **options):
@@ -70,11 +71,6 @@ class MGDAUB(Weighting):
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         super().__init__(normalisation=normalisation, **options)
         self.normalisation = normalisation
-
-    def build(self, model) -> None:
-        if getattr(model, "shares_features", True) is False:
-            raise ValueError(f"MGDA-UB needs one shared representation for all tasks; {type(model).__name__} "
-                             f"computes different features per task (use ew or gradnorm)")
 
     def log_names(self, model) -> list[str]:
         return [f"mgda_weight_{t}" for t in model.tasks]
@@ -94,7 +90,7 @@ class MGDAUB(Weighting):
             alpha = mgda_weights(gram, losses, self.normalisation)
         return tf.stop_gradient(alpha)
 
-    def combine(self, task_losses, *, tape, features, model):
+    def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
         names = list(task_losses)
         if len(names) == 1:
             return task_losses[names[0]], {f"mgda_weight_{names[0]}": tf.constant(1.0)}
