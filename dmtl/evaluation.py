@@ -14,7 +14,7 @@ import numpy as np
 from dmtl import config as config_lib
 from dmtl import metrics
 from dmtl.io import write_json, write_text
-from dmtl.training.plan import data_dirs, unlisted_classes
+from dmtl.training.plan import DataPlan, data_dirs
 from dmtl.training.predict import load_predictor, predict_split
 
 CLASS_KEYS = ("accuracy", "average_accuracy", "macro_f1")
@@ -27,12 +27,12 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
     config = config_lib.load(run_dir / "config.yaml")
     dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)] if data else data_dirs(config)
     predict, class_names, attribute_names = load_predictor(run_dir, model)
+    plan = DataPlan.of_config(config, dirs, class_names, attribute_names)  # the run's folders, tasks, fold
     batch_size = batch_size or config["batch_size"]
     size = input_size(run_dir, config)
-    unlisted = unlisted_classes(config)
+    unlisted, tasks = plan.unlisted, plan.tasks
     outputs, labels = predict_split(predict, dirs, split, class_names, attribute_names, batch_size, size, unlisted,
-                                   config.get("fold"))
-    tasks = config_lib.SETTING_TASKS[config["setting"]]
+                                   plan.fold)
     result = {"run": str(run_dir), "split": split, "model": model, "setting": config["setting"],
               "database": config["database"]}
     if "classes" in tasks:
@@ -46,7 +46,7 @@ def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=Non
                                    "mean_probability": outputs["attributes"].mean(0).round(4).tolist()}
         if split != "val":
             val_out, val_labels = predict_split(predict, dirs, "val", class_names, attribute_names, batch_size, size,
-                                                unlisted, config.get("fold"))
+                                                unlisted, plan.fold)
             thresholds = metrics.best_thresholds(val_labels["attributes"], val_out["attributes"])
             tuned = metrics.attribute_metrics(labels["attributes"], outputs["attributes"], thresholds)
             result["attributes_val_thresholds"] = {

@@ -78,3 +78,25 @@ def test_fit_adashare_searches_then_retrains_with_a_fixed_policy(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "adashare.keras", compile=False)
     np.testing.assert_array_equal(loaded.fixed_policy, policy)
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["classes"], expected["classes"], atol=1e-6)
+
+
+def test_the_architectures_tau_and_seed_reach_the_search(tmp_path, monkeypatch):
+    """``architecture_options: {tau, seed}`` drive the policy search (its temperature schedule and the sampled
+    policy), not only the model's initial temperature."""
+    import types
+
+    from dmtl.architectures import ModelSpec, adashare, get_architecture
+
+    seen = {}
+
+    def fake_fit(build, train, val, **kwargs):
+        seen.update(kwargs)
+        return None, np.ones((2, 2), np.float32), {"search": {}}
+
+    monkeypatch.setattr(adashare, "fit_adashare", fake_fit)
+    architecture = get_architecture("adashare", tau=2.5, seed=7, widths=(8, 16), blocks_per_stage=1)
+    context = types.SimpleNamespace(epochs=4, run_dir=tmp_path, train=None, val=None, make_optimizer=None, steps=2)
+    spec = ModelSpec((24, 24, 3), 7, len(AUS), "small", None, 0, {})
+    stage, left = architecture.prepare(spec, context)
+    assert seen["tau"] == 2.5 and seen["seed"] == 7
+    assert stage["policy"] == [[1.0, 1.0], [1.0, 1.0]] and left == 2

@@ -358,7 +358,8 @@ class AdaShareArchitecture(Architecture):
             _, policy, history = fit_adashare(
                 lambda policy=None: self.build_model(spec, policy=policy), context.train, context.val,
                 epochs_search=epochs_search, epochs_retrain=0, optimizer_factory=context.make_optimizer,
-                steps_per_epoch=context.steps, seed=int(spec.seed))
+                steps_per_epoch=context.steps, tau=float(self.options.get("tau", 5.0)),
+                seed=int(self.options.get("seed", spec.seed)))  # the architecture's own tau and seed drive the search
             write_json(policy_file, {"policy": np.asarray(policy).tolist(), "search_history": {
                 k: [float(v) for v in vs] for k, vs in history["search"].items()}})
         policy = json.loads(policy_file.read_text())["policy"]

@@ -59,33 +59,21 @@ def unlisted_classes(config: dict) -> str:
     return "missing" if config["classes"] else "error"
 
 
-@dataclasses.dataclass
-class RunPlan:
-    """Everything a run needs to know before it builds anything."""
+@dataclasses.dataclass(frozen=True)
+class DataPlan:
+    """What the input pipelines, the stages and evaluation read about the data: the folders, label names, tasks,
+    the fold, how classes outside a selection count, the model's input side and the training split's counts."""
 
-    config: dict
-    dirs: list
+    dirs: tuple
     class_names: list
     attribute_names: list
     tasks: tuple
-    counts: dict  # labelled counts of the training split (images, classes, attributes, both, any)
-    couplings: list  # [{"name": ..., **options}] (empty unless setting c)
-    relatedness: object = None  # dmtl.relatedness.Relatedness when coupling
-    relatedness_report: dict = None  # dmtl.relatedness.report: informativeness per attribute, warnings
-
+    setting: str
+    fold: int | None = None
+    unlisted: str = "error"  # images of classes outside the ``classes`` selection: "missing" or an "error"
+    input_size: int = 112
+    counts: dict = None  # labelled counts of the training split (images, classes, attributes, both, any, per_class)
     data_size: tuple = None  # (H, W) the data folders were built at (the first folder's)
-
-    @property
-    def input_size(self) -> int:
-        """The model's input side: ``input_size`` from the config, else the data's own size."""
-        if self.config["input_size"] is not None:
-            return int(self.config["input_size"])
-        return int(self.data_size[0]) if self.data_size else 112
-
-    @property
-    def fold(self):
-        """The cross-validation fold the readers select in folders built with folds (None: fixed splits)."""
-        return self.config.get("fold")
 
     @property
     def input_shape(self) -> tuple:
@@ -95,6 +83,98 @@ class RunPlan:
     def require(self):
         """The task every training image must carry (single-task settings), else None."""
         return self.tasks[0] if len(self.tasks) == 1 else None
+
+    @classmethod
+    def of_config(cls, config: dict, dirs, class_names=(), attribute_names=(), counts=None, data_size=None):
+        size = int(config["input_size"]) if config["input_size"] is not None else (
+            int(data_size[0]) if data_size else 112)
+        return cls(tuple(Path(d) for d in dirs), list(class_names), list(attribute_names),
+                   tuple(config_lib.SETTING_TASKS[config["setting"]]), config["setting"], config.get("fold"),
+                   unlisted_classes(config), size, counts, tuple(data_size) if data_size else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """How the network is trained: the fields of the configuration the training loop reads."""
+
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int | None
+    optimizer: str
+    lr: float
+    weight_decay: float | None
+    seed: int
+    shuffle_buffer: int
+    augment: object
+    mixaugment: object
+    mixing: object
+    strategy: str
+    precision: str
+    jit_compile: bool
+    monitor: str
+    primary_metrics: dict
+    export_formats: tuple
+
+    @classmethod
+    def of_config(cls, config: dict) -> "TrainPlan":
+        return cls(int(config["epochs"]), int(config["batch_size"]), config["steps_per_epoch"], config["optimizer"],
+                   float(config["lr"]), config["weight_decay"], int(config["seed"]), int(config["shuffle_buffer"]),
+                   config["augment"], config["mixaugment"], config["mixing"], config["strategy"],
+                   config["precision"], bool(config["jit_compile"]), config["monitor"],
+                   dict(config["primary_metrics"]), tuple(config["export_formats"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodPlan:
+    """What is trained: the method axes with their options, the couplings (resolved, the class prior filled in),
+    the loss weights and the backbone."""
+
+    weighting: str
+    weighting_options: dict
+    architecture: str
+    architecture_options: dict
+    label_completion: str
+    label_completion_options: dict
+    couplings: list
+    loss_weights: dict
+    label_smoothing: float
+    head_dropout: float
+    backbone: str
+    weights: str | None
+
+    @classmethod
+    def of_config(cls, config: dict, couplings) -> "MethodPlan":
+        return cls(config["weighting"], dict(config["weighting_options"] or {}), config["architecture"],
+                   dict(config["architecture_options"] or {}), config["label_completion"],
+                   dict(config["label_completion_options"] or {}), list(couplings), dict(config["loss_weights"] or {}),
+                   float(config["label_smoothing"]), float(config["head_dropout"]), config["backbone"],
+                   config["weights"])
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything a run needs to know before it builds anything, in three typed parts (``data``, ``train``,
+    ``method``) that the run, the input pipelines, the stages and evaluation read; ``config`` is kept to be saved
+    (and for the run's identity), not read field by field."""
+
+    config: dict
+    data: DataPlan
+    train: TrainPlan
+    method: MethodPlan
+    relatedness: object = None  # dmtl.relatedness.Relatedness when coupling
+    relatedness_report: dict = None  # dmtl.relatedness.report: informativeness per attribute, warnings
+
+    # shorthands for the data part's most read fields
+    dirs = property(lambda self: list(self.data.dirs))
+    class_names = property(lambda self: self.data.class_names)
+    attribute_names = property(lambda self: self.data.attribute_names)
+    tasks = property(lambda self: self.data.tasks)
+    counts = property(lambda self: self.data.counts)
+    couplings = property(lambda self: self.method.couplings)
+    input_size = property(lambda self: self.data.input_size)
+    input_shape = property(lambda self: self.data.input_shape)
+    fold = property(lambda self: self.data.fold)
+    require = property(lambda self: self.data.require)
 
     @classmethod
     def resolve(cls, config: dict, dirs=None) -> "RunPlan":
@@ -137,8 +217,9 @@ class RunPlan:
             for line in relatedness_lib.report_warnings(report):
                 log.warning("%s", line)
         sizes = [tuple(records.read_dataset_json(d).get("image_size") or ()) for d in dirs]
-        plan = cls(config, dirs, class_names, attribute_names, tasks, counts, couplings, relatedness, report,
-                   sizes[0] or None)
+        data = DataPlan.of_config(config, dirs, class_names, attribute_names, counts, sizes[0] or None)
+        plan = cls(config, data, TrainPlan.of_config(config), MethodPlan.of_config(config, couplings), relatedness,
+                   report)
         differ = sorted({s for s in sizes if s and s != (plan.input_size, plan.input_size)})
         if differ:
             log.info("data built at %s; the input pipeline resizes the images to %dx%d (input_size)",

@@ -28,7 +28,7 @@ from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, E
                                      NonFiniteLoss, ValidationScore)
 from dmtl.training.data import datasets
 from dmtl.training.distribute import distribute_training_data, dtype_policy, make_strategy
-from dmtl.training.plan import RunError, RunPlan, unlisted_classes
+from dmtl.training.plan import RunError, RunPlan
 from dmtl.training.predict import load_predictor, predict_split
 
 log = logging.getLogger("dmtl.train")
@@ -58,29 +58,32 @@ def per_task_checkpoint(run_dir: Path, task: str) -> Path:
 
 def model_spec(plan: RunPlan) -> ModelSpec:
     """The architecture-independent description of the run's model."""
-    config = plan.config
+    method = plan.method
     options = dict(relatedness=plan.relatedness, class_names=plan.class_names,
-                   attribute_names=plan.attribute_names, tasks=plan.tasks, couplings=plan.couplings,
-                   loss_weights=config["loss_weights"], label_smoothing=config["label_smoothing"],
-                   head_dropout=config["head_dropout"], weighting=config["weighting"],
-                   weighting_options=config["weighting_options"])
-    return ModelSpec(plan.input_shape, len(plan.class_names), len(plan.attribute_names), config["backbone"],
-                     config["weights"], int(config["seed"]), options)
+                   attribute_names=plan.attribute_names, tasks=plan.tasks, couplings=method.couplings,
+                   loss_weights=method.loss_weights, label_smoothing=method.label_smoothing,
+                   head_dropout=method.head_dropout, weighting=method.weighting,
+                   weighting_options=method.weighting_options)
+    return ModelSpec(plan.input_shape, len(plan.class_names), len(plan.attribute_names), method.backbone,
+                     method.weights, plan.train.seed, options)
 
 
 def build_model(plan: RunPlan, **stage):
     """A fresh model of the run's architecture (``stage``: what its preparation stage returned)."""
-    config = plan.config
-    return get_architecture(config["architecture"], **config["architecture_options"]).build_model(
+    return get_architecture(plan.method.architecture, **plan.method.architecture_options).build_model(
         model_spec(plan), **stage)
 
 
-def make_optimizer(config):
-    name, lr = config["optimizer"], float(config["lr"])
+def make_optimizer(train_plan):
+    """The optimizer of a :class:`dmtl.training.plan.TrainPlan` (or of a config dict)."""
+    if isinstance(train_plan, dict):
+        from dmtl.training.plan import TrainPlan
+        train_plan = TrainPlan.of_config(train_plan)
+    name, lr = train_plan.optimizer, train_plan.lr
     if name == "adam":
         return keras.optimizers.Adam(lr)
     if name == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=float(config["weight_decay"]) or 0.004)
+        return keras.optimizers.AdamW(lr, weight_decay=float(train_plan.weight_decay or 0) or 0.004)
     if name == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9)
     raise RunError(f"unknown optimizer {name!r} (adam | adamw | sgd)")
@@ -134,17 +137,18 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
                       "summary.json", *(f"best-{t}.weights.h5{x}" for t in plan.tasks for x in ("", ".json"))):
             target = run_dir / stale
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    architecture = get_architecture(config["architecture"], **config["architecture_options"])
-    if config["weights"] is not None and not architecture.own_backbone:
+    method, train_plan = plan.method, plan.train
+    architecture = get_architecture(method.architecture, **method.architecture_options)
+    if method.weights is not None and not architecture.own_backbone:
         from dmtl.models import build_backbone
-        build_backbone(config["backbone"], plan.input_shape, weights=config["weights"])  # download/check first
+        build_backbone(method.backbone, plan.input_shape, weights=method.weights)  # download/check first
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / "config.yaml")
     from dmtl.data.labels import unlabelled_names
     data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
     if data_warnings:
         write_json(run_dir / "data_warnings.json", data_warnings)  # evaluate repeats them
-    keras.utils.set_random_seed(int(config["seed"]))
+    keras.utils.set_random_seed(train_plan.seed)
     if plan.relatedness is not None:
         save_relatedness(plan.relatedness, run_dir)
         write_json(run_dir / "relatedness_report.json", plan.relatedness_report)
@@ -155,37 +159,37 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     def predict_train(sub_dir):
         predictor = load_predictor(sub_dir, "keras")[0]
         return [predict_split(predictor, [d], "train", plan.class_names, plan.attribute_names,
-                              config["batch_size"], plan.input_shape[:2], unlisted_classes(config), plan.fold)
+                              train_plan.batch_size, plan.input_shape[:2], plan.data.unlisted, plan.fold)
                 for d in plan.dirs]
 
-    context = StageContext(run_dir, plan, int(config["epochs"]), make_optimizer=lambda: make_optimizer(config),
+    context = StageContext(run_dir, plan, train_plan.epochs, make_optimizer=lambda: make_optimizer(train_plan),
                            train_run=train_run, predict_train=predict_train, verbose=verbose)
-    completion = get_label_completion(config["label_completion"], **config["label_completion_options"])
+    completion = get_label_completion(method.label_completion, **method.label_completion_options)
     targets = completion.targets(context)
     make_train, val, steps = datasets(plan, targets)
-    strategy = make_strategy(config["strategy"])
-    if config["batch_size"] % strategy.num_replicas_in_sync:
-        raise RunError(f"batch_size {config['batch_size']} (the global batch) is not a multiple of the "
+    strategy = make_strategy(train_plan.strategy)
+    if train_plan.batch_size % strategy.num_replicas_in_sync:
+        raise RunError(f"batch_size {train_plan.batch_size} (the global batch) is not a multiple of the "
                        f"{strategy.num_replicas_in_sync} replicas")
     train = distribute_training_data(make_train, strategy)
     context.train, context.val, context.steps = (make_train() if strategy.num_replicas_in_sync > 1 else train,
                                                  val, steps)
-    with strategy.scope(), dtype_policy(config["precision"]):
+    with strategy.scope(), dtype_policy(train_plan.precision):
         stage, epochs = architecture.prepare(model_spec(plan), context)
         model = build_model(plan, **stage)
         model.steps_per_epoch = steps
-        model.compile(optimizer=make_optimizer(config), jit_compile=bool(config["jit_compile"]))
+        model.compile(optimizer=make_optimizer(train_plan), jit_compile=train_plan.jit_compile)
     log.info("training on %d replica(s) (%s), precision %s, global batch %d", strategy.num_replicas_in_sync,
-             type(strategy).__name__, config["precision"], config["batch_size"])
+             type(strategy).__name__, train_plan.precision, train_plan.batch_size)
     non_finite = NonFiniteLoss()
     callbacks = [
         non_finite,
-        ValidationScore(plan.tasks, config["primary_metrics"]),
-        AtomicCheckpoint(run_dir / "best.weights.h5", monitor=config["monitor"]),
+        ValidationScore(plan.tasks, train_plan.primary_metrics),
+        AtomicCheckpoint(run_dir / "best.weights.h5", monitor=train_plan.monitor),
         AtomicCheckpoint(run_dir / "last.weights.h5"),
         # each task's own best epoch (multi-task): tells a loss to single-task caused by the shared model from one
         # caused by choosing one epoch for two tasks (evaluate's per_task_best)
-        *([AtomicCheckpoint(per_task_checkpoint(run_dir, task), monitor=f"val_{task}_{config['primary_metrics'][task]}")
+        *([AtomicCheckpoint(per_task_checkpoint(run_dir, task), monitor=f"val_{task}_{train_plan.primary_metrics[task]}")
            for task in plan.tasks] if len(plan.tasks) > 1 else []),
         EpochHistory(run_dir / "history.csv"),
         # the backup records an epoch as done only after every file of that epoch is written (a full disk or a kill
@@ -225,7 +229,7 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     staging = run_dir / f"tmp-{os.getpid()}-export"
     try:
         export_serving(model, staging, plan.input_size,
-                       extra={"database": config["database"], "setting": config["setting"]})
+                       extra={"database": config["database"], "setting": plan.data.setting})
     except Exception as error:
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(error):
@@ -234,16 +238,16 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(staging, export_dir)
     from dmtl.training.exports import export_run
-    for fmt in config["export_formats"]:
+    for fmt in train_plan.export_formats:
         if fmt != "savedmodel":  # export/ is the SavedModel
             export_run(run_dir, fmt)
-    summary = {"run_dir": str(run_dir), "setting": config["setting"], "tasks": list(plan.tasks),
-               "weighting": config["weighting"], "architecture": config["architecture"],
-               "label_completion": config["label_completion"],
+    summary = {"run_dir": str(run_dir), "setting": plan.data.setting, "tasks": list(plan.tasks),
+               "weighting": method.weighting, "architecture": method.architecture,
+               "label_completion": method.label_completion,
                "couplings": [c.get_config() for c in model.couplings], "train_seconds": round(seconds, 1),
-               "steps_per_epoch": steps, "epochs": config["epochs"], "input_size": plan.input_size,
+               "steps_per_epoch": steps, "epochs": train_plan.epochs, "input_size": plan.input_size,
                "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-               "precision": config["precision"],
+               "precision": train_plan.precision,
                "class_names": plan.class_names,
                "attribute_names": plan.attribute_names}
     write_json(summary_file, summary)
