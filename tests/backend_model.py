@@ -2,8 +2,9 @@
 from tests.conformance import AUS, SIZE, partial_data
 
 
-def build_model(strength: bool = False):
-    """``strength``: the relatedness-aware readings (distillation with informativeness weights and gates)."""
+def build_model(strength: bool = False, weighting: str = "ew"):
+    """``strength``: the relatedness-aware readings (distillation with informativeness weights and gates);
+    ``weighting``: a loss-level method that runs in Keras's own step (ew, uw)."""
     from dmtl.coupling import get_coupling
     from dmtl.model import MultiTaskModel
     from dmtl.models import build_backbone
@@ -17,7 +18,7 @@ def build_model(strength: bool = False):
                      get_coupling("sca", direction="distillation", temperature=0.25,
                                   informativeness="mutual-information", confidence=0.6)]
     return MultiTaskModel(backbone, 7, len(AUS), relatedness=du_et_al_2014(attribute_names=AUS),
-                          attribute_names=AUS, couplings=couplings)
+                          attribute_names=AUS, couplings=couplings, weighting=weighting)
 
 
 def batch(n=12, seed=0):

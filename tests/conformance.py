@@ -1,9 +1,16 @@
 """Conformance harness (in the spirit of keras-hub's ``run_backbone_test``): every registered piece passes the same
-checks, so a new weighting, architecture or database adapter is covered by registering it.
+checks, so a new weighting, architecture, coupling or database adapter is covered by registering it.
 
-* :func:`run_method_test` — one weighting x architecture combination: a training step with both couplings, a
-  ``.keras`` round trip with identical predictions, a database with one task only, and one step under
-  ``MirroredStrategy`` on two logical CPUs (:func:`run_mirrored_steps`, in a fresh process).
+* :func:`run_method_test` — one weighting x architecture pair (which pairs combine: :func:`dmtl.compat.problems`),
+  with the paper's couplings and, where the architecture has one shared representation, the related methods'
+  auxiliary terms: a training step in which every trainable variable moves (unless the model says it trains it
+  elsewhere) and every logged loss is finite (not just non-NaN). Once per piece (every weighting on ``shared``,
+  every architecture with ``ew``, :func:`full_check`): the weighting's effect (:func:`check_weighting_effect`: a
+  method whose output the step ignores fails), ``get_config`` -> rebuild -> ``get_config`` identical, a
+  mixed-precision step with float32 outputs (:func:`check_mixed_precision`), a ``.keras`` round trip with identical
+  predictions and a database with one task only.
+* :func:`run_export_test` — one architecture: its ONNX export equals the Keras model under onnxruntime.
+* :func:`run_mirrored_steps` — one step under ``MirroredStrategy`` on two logical CPUs, in a fresh process.
 * :func:`run_adapter_test` — one database adapter: its fixture reads, the schema and counts are consistent, labels
   are in range, and bad input raises ``DatabaseFormatError``.
 """
@@ -178,6 +185,25 @@ def run_export_test(architecture_name, tmp_path) -> None:
         np.testing.assert_allclose(got[key], value, atol=1e-4, err_msg=f"{architecture_name}/{key}")
 
 
+def check_declarations(weighting_name) -> None:
+    """A method's declarations match what it implements: one that computes from task gradients (overrides
+    ``backward`` or ``coefficients``) declares ``task_gradients``, or the step would never call it; one that
+    overrides neither ``combine`` nor ``backward`` is the plain sum and says so (``plain``)."""
+    from dmtl.weighting import Weighting, weighting_class
+    from dmtl.weighting.base import GramWeighting
+
+    cls = weighting_class(weighting_name)
+    gradient_level = (cls.backward is not Weighting.backward
+                      or (issubclass(cls, GramWeighting) and cls.coefficients is not GramWeighting.coefficients))
+    if gradient_level:
+        assert "task_gradients" in cls.requires, (
+            f"weighting {weighting_name!r} combines task gradients but does not declare requires "
+            f"'task_gradients': the step would never call it (silently equal weighting)")
+    elif cls.combine is Weighting.combine:
+        assert getattr(cls, "plain", False), (
+            f"weighting {weighting_name!r} implements neither combine nor backward: it is the plain sum")
+
+
 def check_mixed_precision(weighting_name, architecture_name) -> None:
     """One step under ``mixed_float16`` (loss scaling): finite losses, float32 outputs, the variables move."""
     import keras
@@ -213,12 +239,14 @@ def check_weighting_effect(weighting_name, architecture_name) -> None:
     A weighting whose result the step ignores (e.g. silently equal weighting) fails."""
     import keras
 
+    check_declarations(weighting_name)
     x, y = partial_data(8)
     moves = []
     for factor in (1.0, 2.0):
         keras.utils.set_random_seed(0)
         model = build(weighting_name, architecture_name, couplings=False)
         method = model.weighting
+        gradient_level = "task_gradients" in method.requires
         if factor != 1.0:
             combine, backward = method.combine, method.backward
 
@@ -230,7 +258,11 @@ def check_weighting_effect(weighting_name, architecture_name) -> None:
                 direction, weights, logs = backward(*args, **kwargs)
                 return [d * factor for d in direction], weights, logs
 
-            method.combine, method.backward = doubled_combine, doubled_backward
+            # the level the method declares is the one doubled (the other is never its result)
+            if gradient_level:
+                method.backward = doubled_backward
+            else:
+                method.combine = doubled_combine
         model.compile(optimizer=keras.optimizers.SGD(0.01))
         shared = model.shared_variables()
         before = [v.numpy().copy() for v in shared]

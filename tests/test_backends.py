@@ -42,11 +42,13 @@ def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_jax():
     assert result == {"backend": "jax", "tensorflow": False}
 
 
-def test_jax_gives_the_same_losses_one_step_update_and_predictions_as_tensorflow(tmp_path):
+@pytest.mark.parametrize("weighting", ["ew", "uw"])
+def test_jax_gives_the_same_losses_one_step_update_and_predictions_as_tensorflow(tmp_path, weighting):
+    """Equal weighting, and uncertainty weighting (a learned variable inside Keras's own step)."""
     import keras
 
     keras.utils.set_random_seed(0)
-    model = backend_model.build_model()
+    model = backend_model.build_model(weighting=weighting)
     x, y = backend_model.batch()
     model.save_weights(tmp_path / "initial.weights.h5")
     model.save(tmp_path / "tf.keras")
@@ -67,7 +69,7 @@ def test_jax_gives_the_same_losses_one_step_update_and_predictions_as_tensorflow
         out = sys.argv[2]
         data = np.load(f"{out}/batch.npz")
         x, y = data["x"], {"classes": data["classes"], "attributes": data["attributes"]}
-        model = build_model()
+        model = build_model(weighting=sys.argv[3])
         model.load_weights(f"{out}/initial.weights.h5")
         terms = {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}
         loaded = keras.saving.load_model(f"{out}/tf.keras")  # saved under TensorFlow
@@ -78,12 +80,16 @@ def test_jax_gives_the_same_losses_one_step_update_and_predictions_as_tensorflow
         model.save(f"{out}/jax.keras")
         print(json.dumps({"terms": terms, "from_tf": from_tf, "logs": logs,
                           "predictions": {k: np.asarray(v).tolist() for k, v in model(x, training=False).items()}}))
-    """, tmp_path)
+    """, tmp_path, weighting)
     assert set(result["terms"]) == set(terms) == {"classes", "attributes", "dm", "sca"}
     for name, value in terms.items():
         assert result["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
-    for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+    logged = [k for k in logs if k.endswith("_loss") or k.startswith(f"{weighting}_weight_")] + ["loss"]
+    assert weighting == "ew" or f"{weighting}_weight_classes" in logged
+    for key in logged:
         assert result["logs"][key] == pytest.approx(float(logs[key]), rel=1e-5), key
+    if weighting == "uw":  # the learned log-variances are trainable variables and moved identically
+        assert any("uw_log_variances" in v.path for v in model.trainable_variables)
     jax_after = np.load(tmp_path / "jax_after.npz")
     for tf_value, jax_value in zip(after, [jax_after[k] for k in jax_after.files]):
         np.testing.assert_allclose(jax_value, tf_value, atol=1e-5)

@@ -1,5 +1,6 @@
 """Every registered weighting x architecture and every database adapter passes the conformance harness."""
 import math
+import sys
 
 import pytest
 
@@ -40,3 +41,35 @@ def test_adapter(name, tmp_path):
     assert name in FIXTURES, f"registered adapter {name!r} has no fixture in tests/database_fixtures.py"
     make, options, corrupt = FIXTURES[name]
     conformance.run_adapter_test(name, make, tmp_path, options, corrupt)
+
+
+def test_the_harness_fails_a_weighting_the_step_ignores(monkeypatch):
+    """The checks can fail: a gradient-level method that forgets to declare its need, and a step that drops the
+    method's direction, are both caught."""
+    from dmtl import weighting
+    from dmtl.weighting import step
+    from dmtl.weighting.pcgrad import PCGrad
+
+    class Undeclared(PCGrad):
+        name = "undeclared"
+        requires = frozenset()
+
+    monkeypatch.setitem(weighting.REGISTRY, "undeclared", f"{__name__}:Undeclared")
+    monkeypatch.setattr(sys.modules[__name__], "Undeclared", Undeclared, raising=False)
+    with pytest.raises(AssertionError, match="does not declare"):
+        conformance.check_declarations("undeclared")
+
+    original = step.gradient_level_step
+
+    def ignoring(model, tape, task_losses, scaled, scaled_rest, variables, counts):
+        method = model.weighting
+        keep = method.backward
+        method.backward = lambda *a, **k: weighting.Weighting.backward(method, *a, **k)  # the plain sum
+        try:
+            return original(model, tape, task_losses, scaled, scaled_rest, variables, counts)
+        finally:
+            method.backward = keep
+
+    monkeypatch.setattr(step, "gradient_level_step", ignoring)
+    with pytest.raises(AssertionError, match="did not change the update"):
+        conformance.check_weighting_effect("pcgrad", "shared")
