@@ -64,6 +64,10 @@ def problems(weighting, architecture, couplings=(), *, weighting_name=None, arch
     if completion is not None and setting not in getattr(completion, "settings", (setting,)):
         reasons.append(f"label_completion {getattr(completion, 'name', completion)!r} supports settings "
                        f"{list(completion.settings)}, not {setting!r}")
+    if strategy == "multi-process" and backend != "jax":
+        reasons.append(f"strategy 'multi-process' runs on KERAS_BACKEND=jax (keras.distribution); Keras 3's "
+                       f"TensorFlow trainer does not support MultiWorkerMirroredStrategy (keras-team/keras#20585); "
+                       f"on one machine use strategy mirrored")
     if backend != "tensorflow":
         needs = []
         if "tape" in w_needs:

@@ -59,7 +59,7 @@ def method_auxiliary() -> dict:
 
 
 AXES = ("weighting", "architecture", "label_completion")
-STRATEGIES = ("auto", "one-device", "mirrored")
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-process")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 EXPORT_FORMATS = ("savedmodel", "onnx", "litert")
 

@@ -60,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sca-weight", type=float, help="= --set coupling.sca.weight=...")
     p.add_argument("--dm-normalise", action="store_true", default=None, help="= --set coupling.dm.scale=mean")
     p.add_argument("--jit-compile", action="store_true", default=None, help="XLA (often faster on GPUs, slower on CPUs)")
+    p.add_argument("--coordinator", help="strategy multi-process: process 0's host:port "
+                                         "(= KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    p.add_argument("--num-processes", type=int, help="strategy multi-process: = KERAS_DISTRIBUTION_NUM_PROCESSES")
+    p.add_argument("--process-id", type=int, help="strategy multi-process: = KERAS_DISTRIBUTION_PROCESS_ID")
     add_config_arguments(p)
     p.add_argument("--force", action="store_true", help="train again even if the run folder has finished")
     p.add_argument("--verbose", default="auto", help="Keras verbosity: auto | 0 | 1 | 2")
@@ -101,6 +105,12 @@ def run(args) -> int:
     from dmtl.training.plan import RunError
     from dmtl.training.run import run as train_run
     verbose = int(args.verbose) if str(args.verbose).isdigit() else args.verbose
+    import os
+    for flag, variable in (("coordinator", "KERAS_DISTRIBUTION_JOB_ADDRESSES"),
+                           ("num_processes", "KERAS_DISTRIBUTION_NUM_PROCESSES"),
+                           ("process_id", "KERAS_DISTRIBUTION_PROCESS_ID")):
+        if getattr(args, flag, None) is not None:
+            os.environ[variable] = str(getattr(args, flag))
     try:
         config = resolve_config(args)
         summary = train_run(config, args.out, verbose=verbose, force=args.force)

@@ -24,6 +24,23 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
+class RestoreOnly(AtomicBackupAndRestore):
+    """The backup of a process that writes nothing shared (multi-process, process > 0): it resumes from the backup
+    process 0 wrote (the run folder is on a filesystem every process sees), and saves its weights where process
+    0 saves, but into its own scratch folder (saving takes part in collectives every process must join)."""
+
+    def __init__(self, backup_dir, scratch, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.scratch = Path(scratch)
+
+    def _save_model(self):
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(str(self.scratch / "backup.weights.h5"), overwrite=True)
+
+    def on_train_end(self, logs=None):
+        pass
+
+
 class NonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first batch whose loss is NaN or infinite, recording where (the run then ends with
     a clear error and exports nothing)."""
@@ -74,21 +91,30 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     (higher is better; a non-finite value never counts as an improvement). The best value is kept in
     ``<path>.json``, so it survives a resumed run."""
 
-    def __init__(self, path, monitor=None):
+    def __init__(self, path, monitor=None, record=None, write_record=True):
         super().__init__()
         self.path, self.monitor = Path(path), monitor
-        self.record = self.path.with_name(self.path.name + ".json")
+        self.record = Path(record) if record is not None else self.path.with_name(self.path.name + ".json")
+        self.write_record, self.best = write_record, None
+
+    def on_train_begin(self, logs=None):
+        # the best value so far, read once (a resumed run); every process of a multi-process run reads the same
+        # record before the first epoch and then decides alike
+        if self.monitor is not None and self.record.is_file():
+            self.best = json.loads(self.record.read_text())["value"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = None if self.monitor is None else (logs or {}).get(self.monitor)
         if self.monitor is not None:
             if value is None or not math.isfinite(float(value)):
                 return
-            if self.record.is_file() and value <= json.loads(self.record.read_text())["value"]:
+            if self.best is not None and value <= self.best:
                 return
+            self.best = float(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             self.model.save_weights(str(tmp), overwrite=True)
-        if self.monitor is not None:
+        if self.monitor is not None and self.write_record:
             write_json(self.record, {"monitor": self.monitor, "value": float(value), "epoch": epoch + 1})
 
 

@@ -7,10 +7,87 @@ import logging
 log = logging.getLogger("dmtl.train")
 
 
+ENVIRONMENT = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+               "KERAS_DISTRIBUTION_PROCESS_ID")
+HEARTBEAT_ENV = "DMTL_HEARTBEAT_TIMEOUT"  # seconds before the others stop when a process is gone (default 60)
+
+
+class KerasDataParallel:
+    """Data parallelism through ``keras.distribution`` on the JAX backend: every device of every process holds a
+    replica; each process reads the same (same-seed) global batches and Keras gives it its contiguous slice. Offers
+    what the run reads of a ``tf.distribute`` strategy (``scope``, ``num_replicas_in_sync``) plus the processes."""
+
+    def __init__(self, devices, process_id: int = 0, num_processes: int = 1):
+        import keras
+
+        self.devices, self.process_id, self.num_processes = list(devices), int(process_id), int(num_processes)
+        # dmtl gives each process its slice of every global batch itself (process_slices): the pipelines' batch
+        # dimension is not static, which Keras's automatic sharding needs
+        self.distribution = keras.distribution.DataParallel(devices=self.devices, auto_shard_dataset=False)
+        keras.distribution.set_distribution(self.distribution)
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        return len(self.devices)
+
+    @property
+    def is_chief(self) -> bool:
+        """Process 0 writes the run folder; the others write nothing shared."""
+        return self.process_id == 0
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def describe(self) -> dict:
+        return {"strategy": "multi-process (keras.distribution.DataParallel, JAX)", "processes": self.num_processes,
+                "process_id": self.process_id, "devices": [str(d) for d in self.devices]}
+
+
+def initialize_processes(timeout: float | None = None) -> tuple[int, int]:
+    """Joins the job described by the standard variables (``KERAS_DISTRIBUTION_JOB_ADDRESSES``, the
+    coordinator's ``host:port`` first; ``..._NUM_PROCESSES``; ``..._PROCESS_ID``), as ``keras.distribution.
+    initialize()`` does on JAX, with a heartbeat timeout so that a killed process stops the others in bounded
+    time instead of leaving them waiting in a collective. On CPUs the collectives run over gloo. Returns
+    ``(process_id, num_processes)``."""
+    import os
+
+    import jax
+
+    missing = [name for name in ENVIRONMENT if not os.environ.get(name)]
+    if missing:
+        raise ValueError(f"strategy multi-process needs {', '.join(missing)} (or --coordinator, --num-processes, "
+                         f"--process-id): the same command on every process, process 0 at the coordinator address")
+    if jax.distributed.is_initialized():
+        return jax.process_index(), jax.process_count()
+    coordinator = os.environ["KERAS_DISTRIBUTION_JOB_ADDRESSES"].split(",")[0].strip()
+    num_processes = int(os.environ["KERAS_DISTRIBUTION_NUM_PROCESSES"])
+    process_id = int(os.environ["KERAS_DISTRIBUTION_PROCESS_ID"])
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"KERAS_DISTRIBUTION_PROCESS_ID must be in 0..{num_processes - 1}, got {process_id}")
+    timeout = int(timeout or float(os.environ.get(HEARTBEAT_ENV, 60)))
+    # collectives between CPU devices of different processes (GPUs use NCCL); asking which backend runs would
+    # already start it, which must come after initialize
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=timeout,
+                               initialization_timeout=max(timeout, 120), shutdown_timeout_seconds=timeout)
+    return process_id, num_processes
+
+
 def make_strategy(name: str):
-    """``auto``: MirroredStrategy over the GPUs when more than one is visible, else the default (one device);
-    ``one-device``: the first GPU, else the CPU; ``mirrored``: every GPU, or, without GPUs, every logical CPU
-    device (one replica each)."""
+    """``auto``: MirroredStrategy over the GPUs when more than one is visible (on JAX: ``keras.distribution``
+    DataParallel over its devices), else the default (one device); ``one-device``: the first GPU, else the CPU;
+    ``mirrored``: every GPU, or, without GPUs, every logical CPU device (one replica each); ``multi-process``:
+    :class:`KerasDataParallel` over every device of every process (JAX backend)."""
+    import keras
+
+    if name == "multi-process":
+        process_id, num_processes = initialize_processes()
+        import jax
+        return KerasDataParallel(jax.devices(), process_id, num_processes)
+    if keras.backend.backend() == "jax" and name == "auto":
+        import jax
+        if len(jax.local_devices()) > 1:
+            return KerasDataParallel(jax.local_devices())
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -21,7 +98,7 @@ def make_strategy(name: str):
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    raise ValueError(f"unknown strategy {name!r} (auto | one-device | mirrored)")
+    raise ValueError(f"unknown strategy {name!r} (auto | one-device | mirrored | multi-process)")
 
 
 @contextlib.contextmanager
@@ -44,6 +121,8 @@ def distribute_training_data(make_dataset, strategy):
     import tensorflow as tf
 
     replicas = strategy.num_replicas_in_sync
+    if isinstance(strategy, KerasDataParallel):
+        return process_slices(make_dataset(), strategy)
     if replicas == 1:
         return make_dataset()
 
@@ -57,3 +136,34 @@ def distribute_training_data(make_dataset, strategy):
         return make_dataset().flat_map(split)
 
     return strategy.distribute_datasets_from_function(per_worker)
+
+
+def process_slices(dataset, strategy, global_batch: int | None = None):
+    """Each process's contiguous slice of every global batch of ``dataset`` (process p of n gets rows
+    p*b..(p+1)*b-1, b = B/n), so the processes together see exactly the batches one process would. With
+    ``global_batch`` (evaluation), a smaller last batch is first padded to it with images whose labels are all
+    missing (masked by every loss and metric), so every process holds the same number of rows."""
+    import tensorflow as tf
+
+    n, p = getattr(strategy, "num_processes", 1), getattr(strategy, "process_id", 0)
+    if n == 1:
+        return dataset
+
+    def pad(t, size):
+        missing = size - tf.shape(t)[0]
+        fill = tf.constant(-1, t.dtype) if t.dtype.is_integer or t.dtype.is_floating else tf.zeros((), t.dtype)
+        padding = tf.fill(tf.concat([[missing], tf.shape(t)[1:]], 0), fill)
+        return tf.concat([t, padding], 0)
+
+    def slice_batch(images, labels):
+        if global_batch is not None:
+            images = pad(images, global_batch) * tf.cast(tf.range(global_batch) < tf.shape(images)[0],
+                                                         images.dtype)[:, None, None, None]
+            labels = tf.nest.map_structure(lambda t: pad(t, global_batch), labels)
+        size = tf.shape(images)[0] // n
+
+        def part(t):
+            return t[p * size:(p + 1) * size]
+        return part(images), tf.nest.map_structure(part, labels)
+
+    return dataset.map(slice_batch)

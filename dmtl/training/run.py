@@ -25,7 +25,7 @@ from dmtl.lock import FolderLock, FolderLocked
 from dmtl.label_completion import get_label_completion
 from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
-                                     NonFiniteLoss, ValidationScore)
+                                     NonFiniteLoss, RestoreOnly, ValidationScore)
 from dmtl.training.data import datasets
 from dmtl.training.distribute import distribute_training_data, dtype_policy, make_strategy
 from dmtl.training.plan import RunError, RunPlan
@@ -101,10 +101,18 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     """Trains one configuration into ``run_dir`` (resuming if interrupted) and returns its summary. The folder is
     locked for the run (:class:`dmtl.lock.FolderLock`): a second process on it stops with one line."""
     run_dir = Path(run_dir)
+    if config["strategy"] == "multi-process":  # joins the job before any JAX computation starts the backend
+        from dmtl.training.distribute import initialize_processes
+        try:
+            initialize_processes()
+        except ValueError as error:
+            raise RunError(str(error)) from None
     finished = _finished(config, run_dir, force)
     if finished is not None:
         return finished
     plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
+    if process_index(config) > 0:  # multi-process: only process 0 writes (and locks) the run folder
+        return _run(config, plan, run_dir, verbose, force, chief=False)
     try:
         with FolderLock(run_dir, "dmtl run"):
             return _finished(config, run_dir, force) or _run(config, plan, run_dir, verbose, force)
@@ -130,9 +138,20 @@ def _finished(config: dict, run_dir: Path, force: bool):
     return None
 
 
-def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> dict:
+def process_index(config: dict) -> int:
+    """This process's index in a multi-process run (``KERAS_DISTRIBUTION_PROCESS_ID``), else 0."""
+    if config["strategy"] != "multi-process":
+        return 0
+    try:
+        return int(os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0"))
+    except ValueError:
+        raise RunError(f"KERAS_DISTRIBUTION_PROCESS_ID must be an integer, got "
+                       f"{os.environ['KERAS_DISTRIBUTION_PROCESS_ID']!r}") from None
+
+
+def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief: bool = True) -> dict:
     summary_file = run_dir / "summary.json"
-    if force:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
+    if force and chief:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
         for stale in ("backup", "history.csv", "best.weights.h5", "best.weights.h5.json", "last.weights.h5",
                       "summary.json", *(f"best-{t}.weights.h5{x}" for t in plan.tasks for x in ("", ".json"))):
             target = run_dir / stale
@@ -142,14 +161,15 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     if method.weights is not None and not architecture.own_backbone:
         from dmtl.models import build_backbone
         build_backbone(method.backbone, plan.input_shape, weights=method.weights)  # download/check first
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(config, run_dir / "config.yaml")
-    from dmtl.data.labels import unlabelled_names
-    data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
-    if data_warnings:
-        write_json(run_dir / "data_warnings.json", data_warnings)  # evaluate repeats them
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(config, run_dir / "config.yaml")
+        from dmtl.data.labels import unlabelled_names
+        data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
+        if data_warnings:
+            write_json(run_dir / "data_warnings.json", data_warnings)  # evaluate repeats them
     keras.utils.set_random_seed(train_plan.seed)
-    if plan.relatedness is not None:
+    if plan.relatedness is not None and chief:
         save_relatedness(plan.relatedness, run_dir)
         write_json(run_dir / "relatedness_report.json", plan.relatedness_report)
 
@@ -168,10 +188,14 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     targets = completion.targets(context)
     make_train, val, steps = datasets(plan, targets)
     strategy = make_strategy(train_plan.strategy)
+    processes = strategy.describe() if hasattr(strategy, "describe") else None
     if train_plan.batch_size % strategy.num_replicas_in_sync:
         raise RunError(f"batch_size {train_plan.batch_size} (the global batch) is not a multiple of the "
                        f"{strategy.num_replicas_in_sync} replicas")
     train = distribute_training_data(make_train, strategy)
+    if processes is not None:  # multi-process: this process's slice of every validation batch
+        from dmtl.training.distribute import process_slices
+        val = process_slices(val, strategy, train_plan.batch_size)
     context.train, context.val, context.steps = (make_train() if strategy.num_replicas_in_sync > 1 else train,
                                                  val, steps)
     with strategy.scope(), dtype_policy(train_plan.precision):
@@ -182,32 +206,58 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     log.info("training on %d replica(s) (%s), precision %s, global batch %d", strategy.num_replicas_in_sync,
              type(strategy).__name__, train_plan.precision, train_plan.batch_size)
     non_finite = NonFiniteLoss()
-    callbacks = [
-        non_finite,
-        ValidationScore(plan.tasks, train_plan.primary_metrics),
-        AtomicCheckpoint(run_dir / "best.weights.h5", monitor=train_plan.monitor),
-        AtomicCheckpoint(run_dir / "last.weights.h5"),
-        # each task's own best epoch (multi-task): tells a loss to single-task caused by the shared model from one
-        # caused by choosing one epoch for two tasks (evaluate's per_task_best)
-        *([AtomicCheckpoint(per_task_checkpoint(run_dir, task), monitor=f"val_{task}_{train_plan.primary_metrics[task]}")
-           for task in plan.tasks] if len(plan.tasks) > 1 else []),
-        EpochHistory(run_dir / "history.csv"),
-        # the backup records an epoch as done only after every file of that epoch is written (a full disk or a kill
-        # before it repeats the epoch on resume); it is kept after fit and removed only once every final file is
-        # written (below), so a kill at any later moment resumes to the final save instead of training again
-        AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        EpochSummary(epochs),
-    ]
+    scratch = None
+    if not chief:  # the same saves as process 0 (they join collectives), into a private scratch folder
+        import tempfile
+        scratch = Path(tempfile.mkdtemp(prefix=f"dmtl-process{process_index(config)}-"))
+        monitors = [("best.weights.h5", train_plan.monitor), *(
+            (per_task_checkpoint(run_dir, t).name, f"val_{t}_{train_plan.primary_metrics[t]}")
+            for t in (plan.tasks if len(plan.tasks) > 1 else ()))]
+        callbacks = [non_finite, ValidationScore(plan.tasks, train_plan.primary_metrics),
+                     *(AtomicCheckpoint(scratch / name, monitor, record=run_dir / f"{name}.json", write_record=False)
+                       for name, monitor in monitors),
+                     AtomicCheckpoint(scratch / "last.weights.h5"),
+                     RestoreOnly(str(run_dir / "backup"), scratch, delete_checkpoint=False)]
+    else:
+        callbacks = [
+            non_finite,
+            ValidationScore(plan.tasks, train_plan.primary_metrics),
+            AtomicCheckpoint(run_dir / "best.weights.h5", monitor=train_plan.monitor),
+            AtomicCheckpoint(run_dir / "last.weights.h5"),
+            # each task's own best epoch (multi-task): tells a loss to single-task caused by the shared model from
+            # one caused by choosing one epoch for two tasks (evaluate's per_task_best)
+            *([AtomicCheckpoint(per_task_checkpoint(run_dir, task),
+                                monitor=f"val_{task}_{train_plan.primary_metrics[task]}")
+               for task in plan.tasks] if len(plan.tasks) > 1 else []),
+            EpochHistory(run_dir / "history.csv"),
+            # the backup records an epoch as done only after every file of that epoch is written (a full disk or a
+            # kill before it repeats the epoch on resume); it is kept after fit and removed only once every final
+            # file is written (below), so a kill at any later moment resumes to the final save instead of training
+            # again
+            AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+            EpochSummary(epochs),
+        ]
     start = time.time()
     with warnings.catch_warnings():
         # the training pipeline repeats, so only the validation split (finite, of unknown cardinality) can end,
         # and Keras warns at its end of every epoch although that is where validation is meant to stop
         warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-        history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                            shuffle=False,  # the pipeline shuffles (Keras would warn that it ignores shuffle=True)
-                            verbose=verbose).history
+        try:
+            history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
+                                callbacks=callbacks,
+                                shuffle=False,  # the pipeline shuffles (Keras would warn it ignores shuffle=True)
+                                verbose=verbose).history
+        except Exception as error:
+            if processes is None or processes["processes"] == 1 or not _lost_process(error):
+                raise
+            cause = str(error).splitlines()[0][:120]
+            raise RunError(f"process {processes['process_id']} of {processes['processes']}: another process of the "
+                           f"job stopped ({cause}); the last finished epoch is kept in {run_dir}: run the same "
+                           f"command on every process to resume") from None
     seconds = time.time() - start
+    if processes is not None and processes["processes"] > 1:
+        _wait_for_chief("dmtl-fit-done")  # process 0's last checkpoint is written before any process reads it
     invalid = sum(history.get("invalid_class_labels", [])) + sum(history.get("val_invalid_class_labels", []))
     if invalid:
         log.warning("%d class label(s) were beyond the %d classes and were masked (see invalid_class_labels in "
@@ -221,8 +271,18 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
     bad = [v.path for v in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
     if bad:
         raise RunError(f"{len(bad)} weight tensors are not finite (e.g. {bad[0]}): nothing was exported")
+    if not chief:  # the same save as process 0 (collectives), then wait while it exports
+        model.save(scratch / "model.keras")
+        _wait_for_chief()
+        shutil.rmtree(scratch, ignore_errors=True)
+        return {"run_dir": str(run_dir), "process": processes, "train_seconds": round(seconds, 1)}
     with atomic_path(run_dir / "model.keras") as tmp:
         model.save(tmp)
+    if processes is not None:  # export from a model loaded outside the distribution (its arrays on this host)
+        keras.distribution.set_distribution(None)
+        from dmtl.training.predict import register_serializables
+        register_serializables()
+        model = keras.saving.load_model(run_dir / "model.keras")
     export_dir = run_dir / "export"
     for stale in run_dir.glob("tmp-*export"):  # left by a process killed mid-export (the folder is locked)
         shutil.rmtree(stale, ignore_errors=True)
@@ -250,6 +310,23 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool) -> di
                "precision": train_plan.precision,
                "class_names": plan.class_names,
                "attribute_names": plan.attribute_names}
+    if processes is not None:
+        summary["processes"] = processes
     write_json(summary_file, summary)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only now: every final file is in place
+    if processes is not None and processes["processes"] > 1:
+        _wait_for_chief()
     return summary
+
+
+def _lost_process(error) -> bool:
+    """Whether a JAX error says a peer of the job is gone (a collective or the coordination service failed)."""
+    text = str(error)  # JAX raises it as JaxRuntimeError, or as ValueError from a save that gathers the arrays
+    return any(marker in text for marker in ("Gloo", "heartbeat timeout", "CoordinationService",
+                                             "Connection reset by peer", "Connection closed by peer"))
+
+
+def _wait_for_chief(name: str = "dmtl-run-finished") -> None:
+    """A barrier of every process of a multi-process run (JAX): the others wait while process 0 writes."""
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

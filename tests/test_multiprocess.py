@@ -1,0 +1,123 @@
+"""Training past one process: ``strategy: multi-process`` (keras.distribution DataParallel on the JAX backend) with
+two local processes on CPUs (gloo collectives). Each test starts its own processes; they are kept few and short."""
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("jax")
+ARGS = ["--database", "demo", "--setting", "c", "--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "3",
+        "--verbose", "0"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra):
+    return {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": str(REPO), **extra}
+
+
+def _start(data, out, process, port, epochs, timeout=20):
+    scratch = Path(out).parent / f"tmp-{Path(out).name}"  # the processes' TMPDIR (process 1's scratch lives there)
+    scratch.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(out), "--epochs",
+               str(epochs), "--strategy", "multi-process", "--coordinator", f"127.0.0.1:{port}",
+               "--num-processes", "2", "--process-id", str(process)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(DMTL_HEARTBEAT_TIMEOUT=str(timeout), TMPDIR=str(scratch)))
+
+
+def _weights(path):
+    import h5py
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, o: out.__setitem__(name, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from dmtl.databases import demo, load_database
+    from dmtl.preprocessing import build
+
+    root = tmp_path_factory.mktemp("multiprocess")
+    demo.generate(root / "raw", n_train_classes=24, n_train_attributes=24, n_val=10, n_test=12, seed=0)
+    build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
+    return root / "data"
+
+
+def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
+    port = _port()
+    out = tmp_path / "two"
+    processes = [_start(data, out, p, port, epochs=2) for p in (0, 1)]
+    results = [p.communicate(timeout=600) for p in processes]
+    for process, (stdout, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr[-3000:]
+    one = tmp_path / "one"
+    done = subprocess.run([sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(one),
+                           "--epochs", "2"], capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the same global batches: the same losses and weights as one process (up to float summation order)
+    two_history, one_history = (list(csv.DictReader(open(d / "history.csv"))) for d in (out, one))
+    assert len(two_history) == 2
+    for a, b in zip(two_history, one_history):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+    two_weights, one_weights = _weights(out / "last.weights.h5"), _weights(one / "last.weights.h5")
+    assert two_weights.keys() == one_weights.keys()
+    for key in one_weights:
+        np.testing.assert_allclose(two_weights[key], one_weights[key], atol=1e-5, err_msg=key)
+    import json
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"]["processes"] == 2 and len(summary["processes"]["devices"]) == 2
+    # process 1 wrote nothing in the run folder and left no scratch behind
+    assert "finished" in results[1][0]
+    assert not list((tmp_path / "tmp-two").iterdir())
+
+
+def test_a_killed_process_stops_the_other_clearly_and_both_resume(data, tmp_path):
+    port = _port()
+    out = tmp_path / "killed"
+    processes = [_start(data, out, p, port, epochs=6, timeout=10) for p in (0, 1)]
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "history.csv").is_file():
+        time.sleep(1)
+    assert (out / "history.csv").is_file(), processes[0].communicate()[1][-3000:]
+    processes[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    stdout, stderr = processes[0].communicate(timeout=120)
+    assert processes[0].returncode != 0 and time.time() - killed_at < 90
+    assert "another process of the job stopped" in stderr and "run the same command on every process" in stderr
+    epochs_before = len(list(csv.DictReader(open(out / "history.csv"))))
+    assert 1 <= epochs_before < 6
+    port = _port()
+    processes = [_start(data, out, p, port, epochs=6) for p in (0, 1)]
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(6))  # one row per epoch, resumed not restarted
+
+
+def test_multi_process_is_refused_on_tensorflow_and_for_tape_methods_before_any_folder(tmp_path):
+    from dmtl import config
+
+    with pytest.raises(config.ConfigError, match="KERAS_BACKEND=jax.*20585"):
+        config.resolve("demo", overrides={"strategy": "multi-process"})
+    done = subprocess.run([sys.executable, "-m", "dmtl", "train", "--database", "demo", "--out", str(tmp_path / "r"),
+                           "--strategy", "multi-process", "--set", "weighting=pcgrad"], capture_output=True,
+                          text=True, timeout=300, env=_env())
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and "pcgrad" in err[0] and "TensorFlow backend only" in err[0]
+    assert not (tmp_path / "r").exists()
