@@ -86,7 +86,7 @@ def load(path) -> Predictor:
 
         def run_keras(faces):
             x = faces.astype(np.float32) / 127.5 - 1.0
-            return {k: np.asarray(v) for k, v in model(x, training=False).items()}
+            return {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
 
         return _predictor(run_keras, metadata, "keras")
     raise ModelFolderError(f"--model {path}: not a run folder (model.keras + config.yaml) or an export "

@@ -171,14 +171,14 @@ class MultiTaskModel(keras.Model):
         (architectures whose tasks see different features)."""
         return self.backbone(images, training=training)
 
-    def forward(self, images, training=None):
+    def features_and_predictions(self, images, training=None):
         """Returns ``(features, {"classes": p(c|x), "attributes": p(att|x)})`` for the heads the model has."""
         features = self.task_features(images, training=training)
         per_task = features if isinstance(features, dict) else {task: features for task in self.heads}
         return features, {name: head(per_task[name], training=training) for name, head in self.heads.items()}
 
     def call(self, images, training=None):
-        return self.forward(images, training=training)[1]
+        return self.features_and_predictions(images, training=training)[1]
 
     # ------------------------------------------------------------------ losses
     def _loss_names(self):
@@ -347,7 +347,7 @@ class MultiTaskModel(keras.Model):
         counts = {}
         gradient_level = "task_gradients" in self.weighting.requires and len(self.tasks) > 1
         with tf.GradientTape(persistent=self.weighting.persistent_tape or gradient_level) as tape:
-            features, predictions = self.forward(images, training=True)
+            features, predictions = self.features_and_predictions(images, training=True)
             terms = self.loss_terms(y, predictions, counts, features)
             if gradient_level:
                 task_losses = self.weighting.transform_losses(self.task_losses(terms),
@@ -375,7 +375,7 @@ class MultiTaskModel(keras.Model):
     def _tape_test_step(self, data):
         batch, _ = self.split_batch(data)
         images, y = batch[0], batch[1]
-        features, predictions = self.forward(images, training=False)
+        features, predictions = self.features_and_predictions(images, training=False)
         counts = {}
         terms = self.loss_terms(y, predictions, counts, features)
         counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))

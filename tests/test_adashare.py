@@ -17,7 +17,7 @@ def factory(policy=None):
 
 def policy_gradient(model, x, y):
     with tf.GradientTape() as tape:
-        _, predictions = model.forward(x, training=True)
+        _, predictions = model.features_and_predictions(x, training=True)
         terms = model.loss_terms(y, predictions)
         sparsity, sharing = model.policy_regularisers()
         loss = sum(terms.values()) + 0.1 * sparsity + 0.1 * sharing

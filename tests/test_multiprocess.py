@@ -121,3 +121,18 @@ def test_multi_process_is_refused_on_tensorflow_and_for_tape_methods_before_any_
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1 and "pcgrad" in err[0] and "TensorFlow backend only" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_auto_on_jax_with_several_local_devices_is_data_parallel(data, tmp_path):
+    """One process with two (virtual) CPU devices: ``strategy: auto`` trains with DataParallel over both, and the
+    summary records it."""
+    import json
+
+    out = tmp_path / "auto"
+    done = subprocess.run([sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(out),
+                           "--epochs", "1"], capture_output=True, text=True, timeout=600,
+                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replicas"] == 2 and summary["processes"]["processes"] == 1
+    assert "KerasDataParallel" in summary["strategy"]

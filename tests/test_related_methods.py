@@ -75,14 +75,14 @@ def test_mtpsl_applies_to_images_labelled_for_one_task_only_and_trains_its_mappi
     model = _model([get_coupling("mtpsl", hidden_units=8)])
     x, y = conformance.partial_data(8)
     y["classes"][:2], y["attributes"][:2] = 1, 1.0  # two images labelled for both: not used as printed
-    features, predictions = model.forward(x, training=True)
+    features, predictions = model.features_and_predictions(x, training=True)
     parts = model.couplings[0].terms(y, predictions, None, features=features)
     masks = [np.asarray(m) for _, m in parts]
     np.testing.assert_array_equal(masks[0], [0, 0, 1, 1, 0, 0, 0, 0])  # classes labelled, attributes not
     np.testing.assert_array_equal(masks[1], [0, 0, 0, 0, 1, 1, 1, 1])  # attributes labelled, classes not
     mapping = model.couplings[0].mapping
     with tf.GradientTape() as tape:
-        features, predictions = model.forward(x, training=True)
+        features, predictions = model.features_and_predictions(x, training=True)
         term = model.loss_terms(y, predictions, features=features)["mtpsl"]
     grads = tape.gradient(term, [*mapping.trainable_variables, *model.backbone.trainable_variables])
     assert all(g is not None for g in grads) and max(float(tf.reduce_max(tf.abs(g))) for g in grads) > 0

@@ -56,7 +56,7 @@ def test_task_routing_trains_with_fixed_masks_and_round_trips(tmp_path):
     assert all(np.isfinite(history[k]).all() for k in ("loss", "classes_loss", "attributes_loss", "dm_loss"))
     for layer, before in zip(routers(model.backbone), masks):
         np.testing.assert_array_equal(layer.masks, before)  # constants: unchanged by training
-    features, _ = model.forward(x[:4])
+    features, _ = model.features_and_predictions(x[:4])
     assert set(features) == {"classes", "attributes"}
     assert np.abs(features["classes"].numpy() - features["attributes"].numpy()).max() > 1e-6
     expected = model.predict(x, verbose=0)

@@ -250,7 +250,7 @@ class AdaShareModel(MultiTaskModel):
             return {}
         policy_images, policy_y = (extra if extra is not None else batch)[:2]
         with tf.GradientTape() as tape:
-            _, policy_predictions = self.forward(policy_images, training=True)
+            _, policy_predictions = self.features_and_predictions(policy_images, training=True)
             task_loss = self.plain_total(self.loss_terms(policy_y, policy_predictions))
             sparsity, sharing = self.policy_regularisers()
             policy_loss = task_loss + self.sparsity_weight * sparsity + self.sharing_weight * sharing

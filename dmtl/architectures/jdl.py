@@ -147,7 +147,7 @@ class JointDistributionModel(MultiTaskModel):
         generator_variables = self.network_variables
         decoder_variables = self.decoder.trainable_variables
         with tf.GradientTape() as tape:
-            features, predictions = self.forward(images, training=True)
+            features, predictions = self.features_and_predictions(images, training=True)
             terms = self.loss_terms(y, predictions, counts, features)
             supervised = self.plain_total(terms)
             latent = self.encode_latent(features)

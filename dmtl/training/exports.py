@@ -112,3 +112,35 @@ def export_run(run_dir, fmt: str = "savedmodel", out=None) -> Path:
     staging.rename(out)
     return out
 
+
+
+def _tensorflow_process(code: str, *args) -> None:
+    """Runs ``code`` in a fresh Python process on the TensorFlow backend (``.keras`` files are backend-neutral)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        raise RuntimeError(f"the TensorFlow export process failed: {lines[-1]}")
+
+
+def export_in_tensorflow(model_file, folder, size: int, extra: dict | None = None) -> None:
+    """The run's SavedModel (``export_serving``) written by a TensorFlow process from ``model.keras``: Keras exports
+    SavedModels from the TensorFlow and JAX backends only, so a run trained on PyTorch exports this way."""
+    _tensorflow_process(
+        "import json, sys, keras\n"
+        "from dmtl.export import export_serving\n"
+        "from dmtl.training.predict import register_serializables\n"
+        "register_serializables()\n"
+        "model = keras.saving.load_model(sys.argv[1])\n"
+        "export_serving(model, sys.argv[2], int(sys.argv[3]), extra=json.loads(sys.argv[4]))\n",
+        model_file, folder, size, json.dumps(extra or {}))
+
+
+def export_run_in_tensorflow(run_dir, fmt: str) -> None:
+    """:func:`export_run` in a TensorFlow process (runs trained on PyTorch)."""
+    _tensorflow_process("import sys\nfrom dmtl.training.exports import export_run\nexport_run(sys.argv[1], sys.argv[2])\n",
+                        run_dir, fmt)

@@ -39,7 +39,7 @@ def load_predictor(run_dir: Path, kind: str, weights=None):
             model.load_weights(weights)
 
         def predict(images):
-            return {k: np.asarray(v) for k, v in model(images, training=False).items()}
+            return {k: keras.ops.convert_to_numpy(v) for k, v in model(images, training=False).items()}
 
         return predict, model.class_names, model.attribute_names
     raise ValueError(f"--model must be 'keras' or 'export', not {kind!r}")

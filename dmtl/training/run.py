@@ -288,8 +288,13 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
         shutil.rmtree(stale, ignore_errors=True)
     staging = run_dir / f"tmp-{os.getpid()}-export"
     try:
-        export_serving(model, staging, plan.input_size,
-                       extra={"database": config["database"], "setting": plan.data.setting})
+        if keras.backend.backend() == "torch":  # Keras exports SavedModels from TensorFlow and JAX only
+            from dmtl.training.exports import export_in_tensorflow
+            export_in_tensorflow(run_dir / "model.keras", staging, plan.input_size,
+                                 {"database": config["database"], "setting": plan.data.setting})
+        else:
+            export_serving(model, staging, plan.input_size,
+                           extra={"database": config["database"], "setting": plan.data.setting})
     except Exception as error:
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(error):
@@ -297,10 +302,10 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
         raise
     shutil.rmtree(export_dir, ignore_errors=True)
     os.replace(staging, export_dir)
-    from dmtl.training.exports import export_run
+    from dmtl.training.exports import export_run, export_run_in_tensorflow
     for fmt in train_plan.export_formats:
         if fmt != "savedmodel":  # export/ is the SavedModel
-            export_run(run_dir, fmt)
+            (export_run_in_tensorflow if keras.backend.backend() == "torch" else export_run)(run_dir, fmt)
     summary = {"run_dir": str(run_dir), "setting": plan.data.setting, "tasks": list(plan.tasks),
                "weighting": method.weighting, "architecture": method.architecture,
                "label_completion": method.label_completion,

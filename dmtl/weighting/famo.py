@@ -71,7 +71,7 @@ class FAMO(Weighting):
             return {}
         images, y = batch
         counts = {}
-        new_features, predictions = model.forward(images, training=True)
+        new_features, predictions = model.features_and_predictions(images, training=True)
         new_terms = model.loss_terms(y, predictions, counts, new_features)
         weights = model.loss_weights
         old = replica_sum(tf.stack([tf.cast(weights[t] * task_losses.get(t, 0.0), tf.float32) for t in self.tasks]))
