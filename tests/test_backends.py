@@ -51,9 +51,14 @@ def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_other_b
 
 
 @pytest.mark.parametrize("weighting", ["ew", "uw"])
-def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_tensorflow(backend, tmp_path, weighting):
-    """Equal weighting, and uncertainty weighting (a learned variable inside Keras's own step)."""
+def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_tensorflow(backend, tmp_path,
+                                                                                          weighting):
+    """Equal weighting on each backend, and uncertainty weighting (a learned variable inside Keras's own step, the
+    same code on every backend) on JAX."""
     import keras
+
+    if weighting != "ew" and backend != "jax":
+        pytest.skip("the learned-weight step is backend-neutral code: checked once, on JAX")
 
     keras.utils.set_random_seed(0)
     model = backend_model.build_model(weighting=weighting)

@@ -89,7 +89,7 @@ def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
 def test_a_killed_process_stops_the_other_clearly_and_both_resume(data, tmp_path):
     port = _port()
     out = tmp_path / "killed"
-    processes = [_start(data, out, p, port, epochs=6, timeout=10) for p in (0, 1)]
+    processes = [_start(data, out, p, port, epochs=4, timeout=10) for p in (0, 1)]
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "history.csv").is_file():
         time.sleep(1)
@@ -100,14 +100,22 @@ def test_a_killed_process_stops_the_other_clearly_and_both_resume(data, tmp_path
     assert processes[0].returncode != 0 and time.time() - killed_at < 90
     assert "another process of the job stopped" in stderr and "run the same command on every process" in stderr
     epochs_before = len(list(csv.DictReader(open(out / "history.csv"))))
-    assert 1 <= epochs_before < 6
+    assert 1 <= epochs_before < 4
     port = _port()
-    processes = [_start(data, out, p, port, epochs=6) for p in (0, 1)]
+    processes = [_start(data, out, p, port, epochs=4) for p in (0, 1)]
     for process in processes:
         stdout, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
     rows = list(csv.DictReader(open(out / "history.csv")))
-    assert [int(r["epoch"]) for r in rows] == list(range(6))  # one row per epoch, resumed not restarted
+    assert [int(r["epoch"]) for r in rows] == list(range(4))  # one row per epoch, resumed not restarted
+    # the export (written by process 0 from a model loaded outside the distribution) equals the model
+    from dmtl.training.predict import load_predictor
+    pixels = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3))
+    faces = (pixels / 127.5 - 1.0).astype(np.float32)  # exactly what the uint8 export sees
+    keras_out = load_predictor(out, "keras")[0](faces)
+    export_out = load_predictor(out, "export")[0](faces)
+    for key, value in keras_out.items():
+        np.testing.assert_allclose(export_out[key], value, atol=1e-4)
 
 
 def test_multi_process_is_refused_on_tensorflow_and_for_tape_methods_before_any_folder(tmp_path):
