@@ -6,6 +6,7 @@ multi-task model without coupling and (c) with coupling (DM + SCA), same backbon
     python bench/train_step.py --backend jax --synthetic --backbone resnet50 --size 112 --batch 256 \\
         --precision mixed_bfloat16 --jit                           # the GPU benchmark
     python bench/train_step.py --strategy mirrored --cpu-replicas 2   # TensorFlow strategies / precisions
+    python bench/train_step.py --strategy multi-process --processes 1,2  # keras.distribution on JAX, local processes
 
 Targets: (b)/(a) >= 0.98 and (c)/(b) >= 0.99; on a GPU, model FLOP utilisation = images/s x training FLOPs per
 image (3 x the backbone's forward FLOPs, counted from its conv and dense layers) / the device's peak
@@ -38,11 +39,14 @@ def arguments(argv=None):
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--jit", action="store_true", help="compile with XLA (jit_compile=True)")
-    p.add_argument("--strategy", choices=("one-device", "mirrored"), default="one-device", help="TensorFlow only")
+    p.add_argument("--strategy", choices=("one-device", "mirrored", "multi-process"), default="one-device",
+                   help="mirrored: TensorFlow; multi-process: JAX keras.distribution over local processes")
+    p.add_argument("--processes", default="1,2", help="multi-process: the process counts to measure")
     p.add_argument("--cpu-replicas", type=int, default=2, help="logical CPU devices for mirrored without GPUs")
     p.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"), default="float32")
     p.add_argument("--peak-tflops", type=float, help="the device's peak for the precision (for utilisation)")
     p.add_argument("--out", default=None)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -88,8 +92,87 @@ def device_name() -> str:
         return f"unknown ({type(error).__name__})"
 
 
+def multi_process(args) -> int:
+    """Launches ``--processes`` local JAX processes per count (127.0.0.1, gloo collectives), each running this
+    script as a worker on the multi-task model with coupling (c); process 0 reports images/s of the global batch.
+    Each process feeds its share of the global batch from its own synthetic arrays."""
+    import socket
+    import subprocess
+
+    results = {}
+    for count in [int(c) for c in args.processes.split(",")]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+               "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count)}
+        command = [sys.executable, __file__, "--worker", "--size", str(args.size), "--batch", str(args.batch),
+                   "--steps", str(args.steps), "--repeats", str(args.repeats), "--backbone", args.backbone]
+        workers = [subprocess.Popen(command, env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(i)},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
+        outputs = [w.communicate(timeout=1800) for w in workers]
+        if any(w.returncode for w in workers):
+            raise SystemExit(outputs[0][1][-2000:] + outputs[-1][1][-2000:])
+        results[str(count)] = json.loads(outputs[0][0].strip().splitlines()[-1])
+    base = results.get("1", {}).get("images_per_second_median")
+    result = {"images_per_second": results,
+              "scaling_vs_one_process": {k: (v["images_per_second_median"] / base if base else None)
+                                         for k, v in results.items()},
+              "note": (f"{os.cpu_count()} CPU cores: the processes share them, so this measures the overhead of "
+                       f"the collectives and the data slicing, not scaling"),
+              "setup": {"backend": "jax", "backbone": args.backbone, "size": args.size, "batch": args.batch,
+                        "steps": args.steps, "repeats": args.repeats, "cpus": os.cpu_count(),
+                        "machine": platform.machine()}}
+    out = Path(args.out or REPO / "bench" / "results" / "train_step-jax-multi-process.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def worker(args) -> int:
+    """One process of :func:`multi_process`: the coupled multi-task model under DataParallel."""
+    sys.path.insert(0, str(REPO))
+    from dmtl.training.distribute import initialize_processes
+
+    process_id, count = initialize_processes()
+    import jax
+    import keras
+    import numpy as np
+
+    from dmtl.coupling import get_coupling
+    from dmtl.data.memory import ArrayDataset, synthetic
+    from dmtl.model import MultiTaskModel
+    from dmtl.models import build_backbone
+    from dmtl.relatedness import du_et_al_2014
+    from dmtl.training.distribute import KerasDataParallel
+
+    KerasDataParallel(jax.devices(), process_id, count)
+    keras.utils.set_random_seed(0)  # the same initial weights in every process (replicated variables)
+    local = args.batch // count
+    images, labels = synthetic(max(4 * local, 64), args.size, 7, len(AUS), "partial")
+    model = MultiTaskModel(build_backbone(args.backbone, (args.size, args.size, 3)), 7, len(AUS),
+                           relatedness=du_et_al_2014(attribute_names=AUS), attribute_names=AUS,
+                           couplings=[get_coupling("dm"), get_coupling("sca")])
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(ArrayDataset(images, labels, local), epochs=1, steps_per_epoch=3, verbose=0)
+    runs = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        model.fit(ArrayDataset(images, labels, local), epochs=1, steps_per_epoch=args.steps, verbose=0)
+        runs.append(args.steps * args.batch / (time.perf_counter() - start))
+    print(json.dumps({"processes": count, "images_per_second_median": float(np.median(runs)),
+                      "images_per_second_best": max(runs), "images_per_second_all": runs}))
+    return 0
+
+
 def main(argv=None) -> int:
     args = arguments(argv)
+    if args.worker:
+        return worker(args)
+    if args.strategy == "multi-process":
+        return multi_process(args)
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(REPO))
