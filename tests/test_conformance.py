@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from dmtl import architectures, config, databases
+from dmtl.models import REGISTRY as BACKBONES
 from tests import conformance
 from tests.database_fixtures import FIXTURES
 
@@ -73,3 +74,8 @@ def test_the_harness_fails_a_weighting_the_step_ignores(monkeypatch):
     monkeypatch.setattr(step, "gradient_level_step", ignoring)
     with pytest.raises(AssertionError, match="did not change the update"):
         conformance.check_weighting_effect("pcgrad", "shared")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone(name, tmp_path):
+    conformance.run_backbone_test(name, tmp_path)
