@@ -60,13 +60,19 @@ def auxiliary_terms(architecture_name: str) -> list:
     return [get_coupling("mtpsl", hidden_units=8), get_coupling("aal", pairs=[["AU1", "AU2"], ["AU4", "AU12"]])]
 
 
-def partial_data(n=16, num_attributes=len(AUS), seed=0):
+def partial_data(n=16, num_attributes=len(AUS), seed=0, interleaved=False):
+    """Half the images labelled for classes only, half for attributes only: the first and second half, or
+    alternating rows (``interleaved``: every batch of an even size then holds both tasks, as the harness needs)."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, (n, SIZE, SIZE, 3)).astype(np.float32)
     classes = rng.integers(0, 7, n)
     attributes = rng.integers(0, 2, (n, num_attributes)).astype(np.float32)
-    classes[1::2] = -1  # alternate rows: every batch of an even size has labels of both tasks, none of both
-    attributes[0::2] = -1
+    if interleaved:
+        classes[1::2] = -1
+        attributes[0::2] = -1
+    else:
+        classes[n // 2:] = -1
+        attributes[: n // 2] = -1
     return x, {"classes": classes, "attributes": attributes}
 
 
@@ -112,7 +118,7 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
     keras.utils.set_random_seed(0)
     model = build(weighting_name, architecture_name)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    x, y = partial_data()
+    x, y = partial_data(interleaved=True)
     before = [v.numpy().copy() for v in model.trainable_variables]
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     terms = ["loss", "classes_loss", "attributes_loss", *(f"{c.name}_loss" for c in model.couplings)]
@@ -170,7 +176,7 @@ def run_export_test(architecture_name, tmp_path) -> None:
     keras.utils.set_random_seed(0)
     model = build("ew", architecture_name)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    x, y = partial_data()
+    x, y = partial_data(interleaved=True)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # moved weights and batch statistics
     path = Path(tmp_path) / f"{architecture_name}.keras"
     model.save(path)
@@ -215,7 +221,7 @@ def check_mixed_precision(weighting_name, architecture_name) -> None:
         model = build(weighting_name, architecture_name)
         model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01),
                                                                            initial_scale=2.0 ** 8))
-        x, y = partial_data(8)
+        x, y = partial_data(8, interleaved=True)
         before = [v.numpy().copy() for v in model.trainable_variables]
         history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
         assert float(model.optimizer.iterations.numpy()) == 1  # the step was applied (a skipped one does not count)
@@ -240,7 +246,7 @@ def check_weighting_effect(weighting_name, architecture_name) -> None:
     import keras
 
     check_declarations(weighting_name)
-    x, y = partial_data(8)
+    x, y = partial_data(8, interleaved=True)
     moves = []
     for factor in (1.0, 2.0):
         keras.utils.set_random_seed(0)
@@ -290,7 +296,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         with strategy.scope():
             model = build(*pair)
             model.compile(optimizer=keras.optimizers.SGD(0.1))
-        x, y = partial_data()
+        x, y = partial_data(interleaved=True)
         before = [v.numpy().copy() for v in model.trainable_variables]
         logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
         moved = max(float(np.abs(b - v.numpy()).max()) for b, v in zip(before, model.trainable_variables))

@@ -67,5 +67,5 @@ def test_task_routing_trains_with_fixed_masks_and_round_trips(tmp_path):
         np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
     for layer, before in zip(routers(loaded.backbone), masks):
         np.testing.assert_array_equal(layer.masks, before)
-    with pytest.raises(ValueError, match="shared representation"):
+    with pytest.raises(ValueError, match="one representation shared"):
         task_routing_model((24, 24, 3), 7, len(AUS), widths=(8,), feature_dim=8, weighting="mgda")
