@@ -57,10 +57,6 @@ class MultiTaskModel(keras.Model):
     # applies the weighting axis
     provides = frozenset({"shared_features", "weighting"})
 
-    @property
-    def shares_features(self) -> bool:
-        return "shared_features" in self.provides
-
     def __init__(self, backbone, num_classes: int, num_attributes: int, relatedness=None, class_names=None,
                  attribute_names=None, tasks=TASKS, couplings=(), loss_weights=None, label_smoothing=0.0,
                  head_dropout=0.0, weighting="ew", weighting_options=None, **kwargs):

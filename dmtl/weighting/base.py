@@ -40,16 +40,6 @@ class Weighting:
     def __init__(self, **options):
         self.options = dict(options)
 
-    # ------------------------------------------------------------------ declarations
-    @property
-    def task_gradients(self) -> bool:
-        """Whether the method needs the tape step (per-task gradients, own state updates)."""
-        return bool({"tape", "task_gradients"} & set(self.requires))
-
-    @property
-    def requires_shared_features(self) -> bool:
-        return "shared_features" in self.requires
-
     # ------------------------------------------------------------------ state and logs
     def build(self, model) -> None:
         """Creates any state the method needs (variables) once the model is built."""
