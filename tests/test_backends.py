@@ -4,6 +4,7 @@ loss values and one-step update as on TensorFlow for the same weights and batch,
 its cases are skipped where it is missing."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,36 @@ def _run_backend(backend: str, script: str, *args) -> dict:
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _marked_modules() -> list[str]:
+    """The test modules holding tests marked ``backends`` (backend-neutral, through ``tests/autodiff.py``)."""
+    return sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py")
+                  if p.name != "test_backends.py" and "pytest.mark.backends" in p.read_text())
+
+
+def test_backend_neutral_tests_pass_under_other_backends(backend, request, tmp_path):
+    """Every test marked ``backends`` (the losses and couplings by hand, which head each reading trains, gradient
+    flow through the model, NaN-free masking, uncertainty weighting) runs under this backend too: all pass, none is
+    skipped, and they are the same tests this TensorFlow session collected."""
+    modules = _marked_modules()
+    assert {"tests/test_losses.py", "tests/test_coupling.py", "tests/test_model.py"} <= set(modules)
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+    report = tmp_path / "report.xml"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "backends",
+                           f"--junitxml={report}", *modules], capture_output=True, text=True, timeout=900,
+                          env=env, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:]
+    import xml.etree.ElementTree as ElementTree
+
+    cases = ElementTree.parse(report).getroot().iter("testcase")
+    ran = {f"{c.get('classname').replace('.', '/')}.py::{c.get('name')}" for c in cases
+           if c.find("skipped") is None}
+    summary = done.stdout.strip().splitlines()[-1]
+    assert "skipped" not in summary and int(re.search(r"(\d+) passed", summary).group(1)) == len(ran) >= 40
+    collected = {item.nodeid for item in request.session.items if item.get_closest_marker("backends")}
+    if {n.split("::")[0] for n in collected} == set(modules):  # this session collected those modules
+        assert ran == collected
 
 
 def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_other_backends(backend):

@@ -1,13 +1,17 @@
-"""Coupling objects: hand-computed values, which head each reading trains, where it applies, ramp-up, config."""
+"""Coupling objects: hand-computed values, which head each reading trains, where it applies, ramp-up, config.
+Backend-neutral: ``tests/test_backends.py`` runs this module under JAX and PyTorch."""
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from dmtl import coupling as coupling_lib
 from dmtl.coupling.base import ramp_factor
 from dmtl.coupling.dm import DistributionMatching
 from dmtl.coupling.sca import SoftCoAnnotation
 from dmtl.relatedness import du_et_al_2014
+from tests.autodiff import gradients, numpy, variables
+
+pytestmark = pytest.mark.backends
 
 EMO_AUS = ["AU1", "AU2", "AU4", "AU5", "AU6", "AU9", "AU12", "AU15", "AU20", "AU25", "AU26"]
 
@@ -87,17 +91,15 @@ def test_sca_temperature_by_hand():
 def test_which_head_receives_gradient(options, classes_learn, attributes_learn):
     r = du_et_al_2014(attribute_names=EMO_AUS)
     rng = np.random.default_rng(3)
-    p_cls = tf.Variable(rng.dirichlet(np.ones(7), 4).astype(np.float32))
-    p_att = tf.Variable(rng.uniform(0.1, 0.9, (4, 11)).astype(np.float32))
+    p_cls, p_att = variables(rng.dirichlet(np.ones(7), 4), rng.uniform(0.1, 0.9, (4, 11)))
     y = {"classes": np.full(4, -1), "attributes": -np.ones((4, 11), np.float32)}
     dm = DistributionMatching(**options)
     assert set(dm.students()) == {t for t, learns in (("classes", classes_learn), ("attributes", attributes_learn))
                                   if learns}
-    with tf.GradientTape() as tape:
-        loss = sum(tf.reduce_mean(v * m) for v, m in dm.terms(y, {"classes": p_cls, "attributes": p_att}, r.matrix))
-    g_cls, g_att = tape.gradient(loss, [p_cls, p_att])
-    learns = lambda g: g is not None and bool(np.any(g.numpy()))  # noqa: E731
-    assert (learns(g_cls), learns(g_att)) == (classes_learn, attributes_learn)
+    _, (g_cls, g_att) = gradients(
+        lambda: sum(ops.mean(v * m) for v, m in dm.terms(y, {"classes": p_cls, "attributes": p_att}, r.matrix)),
+        [p_cls, p_att])
+    assert (bool(np.any(g_cls)), bool(np.any(g_att))) == (classes_learn, attributes_learn)
 
 
 def test_distillation_into_attributes_pulls_towards_the_mixture_not_to_zero():
@@ -105,14 +107,15 @@ def test_distillation_into_attributes_pulls_towards_the_mixture_not_to_zero():
     r = du_et_al_2014(attribute_names=EMO_AUS)
     p_cls = np.eye(7, dtype=np.float32)[[list(r.class_names).index("happiness")]]
     q = p_cls @ r.matrix
-    p_att = tf.Variable(np.full((1, 11), 0.5, np.float32))
+    [p_att] = variables(np.full((1, 11), 0.5))
     y = {"classes": np.array([-1]), "attributes": -np.ones((1, 11), np.float32)}
     for options, expect_all_down in ((dict(), True), (dict(form="distillation", target="mixture-as-target"), False)):
-        with tf.GradientTape() as tape:
+        def loss():
             [(values, _)] = DistributionMatching(**options).terms(y, {"classes": p_cls, "attributes": p_att},
                                                                   r.matrix)
-            loss = tf.reduce_sum(values)
-        step = -tape.gradient(loss, p_att).numpy()[0]
+            return ops.sum(values)
+
+        step = -gradients(loss, [p_att])[1][0][0]
         if expect_all_down:
             assert np.all(step <= 0)
         else:

@@ -1,10 +1,10 @@
 """Relatedness-aware coupling strength: informativeness weights and confidence gating (dm, sca), the relatedness
-report, and the run filling the class prior. Values are computed by hand or by a small numpy reference."""
+report, and the run filling the class prior. Values are computed by hand or by a small numpy reference.
+Backend-neutral: ``tests/test_backends.py`` runs this module under JAX and PyTorch."""
 import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from keras import ops
 
 from dmtl import coupling as coupling_lib
@@ -12,6 +12,9 @@ from dmtl import losses
 from dmtl.coupling.dm import DistributionMatching
 from dmtl.coupling.sca import SoftCoAnnotation
 from dmtl.relatedness import Relatedness, attribute_informativeness, report, report_warnings
+from tests.autodiff import gradients_of as _grads, numpy
+
+pytestmark = pytest.mark.backends
 
 # 3 classes x 4 attributes: a0 determined by the class, a1 and a2 constant over classes, a3 partly related
 MATRIX = np.array([[1.0, 0.3, 0.5, 0.2],
@@ -48,13 +51,6 @@ def test_informativeness_by_hand_and_exactly_zero_for_constant_columns():
         attribute_informativeness(MATRIX, measure="entropy")
 
 
-def _grads(fn, *arrays):
-    variables = [tf.Variable(np.asarray(a, np.float32)) for a in arrays]
-    with tf.GradientTape() as tape:
-        loss = fn(*variables)
-    return float(loss), [g if g is None else g.numpy() for g in tape.gradient(loss, variables)]
-
-
 RNG = np.random.default_rng(0)
 P_CLS = RNG.dirichlet(np.ones(3), 5).astype(np.float32)
 P_ATT = RNG.uniform(0.05, 0.95, (5, 4)).astype(np.float32)
@@ -62,13 +58,13 @@ P_ATT = RNG.uniform(0.05, 0.95, (5, 4)).astype(np.float32)
 
 def test_dm_informativeness_weights_each_attribute_by_hand():
     weights = attribute_informativeness(MATRIX)
-    values = np.asarray(losses.dm_distillation_terms(P_CLS, P_ATT, MATRIX, "attributes", True, weights))
+    values = numpy(losses.dm_distillation_terms(P_CLS, P_ATT, MATRIX, "attributes", True, weights))
     q = P_CLS @ MATRIX
     expected = (bce(q, P_ATT) * weights).sum(-1) / 4
     np.testing.assert_allclose(values, expected, rtol=1e-5)
     # the printed log forms take the weights too
     printed, _ = losses.distribution_matching_terms(P_CLS, P_ATT, MATRIX, attribute_weights=weights)
-    np.testing.assert_allclose(np.asarray(printed), (-P_ATT * np.log(q) * weights).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(numpy(printed), (-P_ATT * np.log(q) * weights).sum(-1), rtol=1e-5)
 
 
 def test_constant_relatedness_gives_exactly_zero_dm_and_sca_terms_and_no_gradient():
@@ -82,7 +78,7 @@ def test_constant_relatedness_gives_exactly_zero_dm_and_sca_terms_and_no_gradien
             return sum(ops.sum(v * m) for v, m in coupling.terms(y, {"classes": c, "attributes": a}, constant))
         value, gradients = _grads(total, P_CLS, P_ATT)
         assert value == 0.0, coupling
-        assert all(g is None or not np.any(g) for g in gradients), coupling
+        assert not any(np.any(g) for g in gradients), coupling
         # the same coupling without informativeness is not zero: the weights are what switches it off
         options = {k: v for k, v in coupling.get_config().items() if k not in ("name", "informativeness")}
         plain = coupling_lib.get_coupling(coupling.name, **options)
@@ -99,7 +95,7 @@ def test_dm_gradient_flows_to_the_student_only_and_only_through_informative_attr
     def total(c, a):
         return sum(ops.sum(v * m) for v, m in coupling.terms(y, {"classes": c, "attributes": a}, MATRIX))
     _, (g_cls, g_att) = _grads(total, P_CLS, P_ATT)
-    assert g_cls is None or not np.any(g_cls)  # the class head is the teacher (stop-gradient)
+    assert not np.any(g_cls)  # the class head is the teacher (stop-gradient)
     assert np.all(g_att[:, [1, 2]] == 0)  # constant columns: no pull at all
     assert np.all(np.abs(g_att[:, [0, 3]]) > 0)
 
@@ -107,7 +103,7 @@ def test_dm_gradient_flows_to_the_student_only_and_only_through_informative_attr
 def test_dm_confidence_gate_keeps_only_confident_teacher_entries():
     p_cls = np.array([[0.98, 0.01, 0.01], [0.4, 0.3, 0.3]], np.float32)  # q_0 = 0.98 / 0.4
     p_att = np.full((2, 4), 0.5, np.float32)
-    values = np.asarray(losses.dm_distillation_terms(p_cls, p_att, MATRIX, "attributes", confidence=0.95))
+    values = numpy(losses.dm_distillation_terms(p_cls, p_att, MATRIX, "attributes", confidence=0.95))
     q = p_cls @ MATRIX
     keep = np.maximum(q, 1 - q) >= 0.95
     assert keep.tolist() == [[True, False, False, False], [False, False, False, False]]
@@ -115,7 +111,7 @@ def test_dm_confidence_gate_keeps_only_confident_teacher_entries():
     assert values[1] == 0.0
     # the class student's teacher is the attribute head: gate on max(p, 1 - p)
     p_att = np.array([[0.99, 0.5, 0.02, 0.7]], np.float32)
-    values = np.asarray(losses.dm_distillation_terms(p_cls[:1], p_att, MATRIX, "classes", confidence=0.95))
+    values = numpy(losses.dm_distillation_terms(p_cls[:1], p_att, MATRIX, "classes", confidence=0.95))
     q = p_cls[:1] @ MATRIX
     np.testing.assert_allclose(values, (bce(p_att, q) * np.array([1, 0, 1, 0])).sum(-1), rtol=1e-5)
 
@@ -149,10 +145,10 @@ def test_sca_information_weight_and_gate_by_a_numpy_reference():
     plain = -(q * np.log(P_CLS)).sum(-1)
     values, mask = losses.soft_co_annotation_terms(P_CLS, y_att, MATRIX, "distillation", 0.25, prior, weights,
                                                    confidence=0.9)
-    np.testing.assert_allclose(np.asarray(values), plain * information, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(numpy(values), plain * information, rtol=1e-4, atol=1e-7)
     expected_mask = (labelled.sum(1) > 0) & (post.max(1) >= 0.9)
-    np.testing.assert_array_equal(np.asarray(mask), expected_mask.astype(np.float32))
-    assert information[2] == pytest.approx(0.0, abs=1e-12) and np.asarray(values)[2] == 0.0  # no evidence: exactly 0
+    np.testing.assert_array_equal(numpy(mask), expected_mask.astype(np.float32))
+    assert information[2] == pytest.approx(0.0, abs=1e-12) and numpy(values)[2] == 0.0  # no evidence: exactly 0
     assert information[0] > 0.5  # a0 = 1 names class 0
 
 

@@ -119,7 +119,8 @@ def _loss_level(method, losses, present=(True, True), steps=1):
     """The gradient of the method's loss w.r.t. theta for linear task losses L_t = <g_t, theta> + l_t, at the
     point where L_t = losses: sum_t (dL/dL_t) g_t, the direction it applies."""
     import keras
-    import tensorflow as tf
+
+    from tests.autodiff import gradients, variables
 
     class Stub:  # what a loss-level method reads from the model
         tasks = ("classes", "attributes")
@@ -134,29 +135,37 @@ def _loss_level(method, losses, present=(True, True), steps=1):
     if model is None:  # built once: its variables persist across calls
         model = method._test_model = Stub()
         method.build(model)
-    theta = tf.Variable([0.0, 0.0])
-    mask = {t: tf.constant(p) for t, p in zip(model.tasks, present)}
-    with tf.GradientTape() as tape:
-        task_losses = {t: tf.reduce_sum(CONFLICT[i] * theta) + losses[i] for i, t in enumerate(model.tasks)}
-        total, logs = method.combine(task_losses, model=model, present=mask)
-    return np.asarray(tape.gradient(total, theta)), logs, model
+    [theta] = variables([0.0, 0.0])
+    mask = {t: keras.ops.convert_to_tensor(p) for t, p in zip(model.tasks, present)}
+
+    def total():
+        task_losses = {t: keras.ops.sum(theta * CONFLICT[i]) + losses[i] for i, t in enumerate(model.tasks)}
+        return method.combine(task_losses, model=model, present=mask)
+
+    _, [d], logs = gradients(total, [theta], has_aux=True)
+    return d, logs, model
 
 
+@pytest.mark.backends
 def test_uncertainty_weighting_gives_half_exp_minus_s_and_learns_s():
+    from keras import ops
+
     from dmtl.weighting import get_weighting
+    from tests.autodiff import gradients
 
     method = get_weighting("uw")
     d, logs, _ = _loss_level(method, [2.0, 0.5])
     np.testing.assert_allclose(d, 0.5 * CONFLICT.sum(0), atol=1e-6)  # s = 0: weights 1/2
+    assert float(logs["uw_weight_classes"]) == pytest.approx(0.5)
     method.log_variances.assign([np.log(2.0), 0.0])
     d, logs, _ = _loss_level(method, [2.0, 0.5])
     np.testing.assert_allclose(d, 0.25 * CONFLICT[0] + 0.5 * CONFLICT[1], atol=1e-6)
-    # an absent task contributes nothing, its regulariser included
-    import tensorflow as tf
-    with tf.GradientTape() as tape:
-        total, _ = method.combine({"classes": tf.constant(2.0), "attributes": tf.constant(0.0)},
-                                  present={"classes": tf.constant(True), "attributes": tf.constant(False)})
-    assert tape.gradient(total, method.log_variances).numpy()[1] == 0.0
+    # dL/ds_t = 1/2 (1 - exp(-s_t) L_t); an absent task contributes nothing, its regulariser included
+    absent = {"classes": ops.convert_to_tensor(True), "attributes": ops.convert_to_tensor(False)}
+    _, [g] = gradients(lambda: method.combine({"classes": ops.convert_to_tensor(2.0),
+                                               "attributes": ops.convert_to_tensor(0.5)}, present=absent)[0],
+                       [method.log_variances])
+    np.testing.assert_allclose(g, [0.5 * (1 - 0.5 * 2.0), 0.0], atol=1e-6)
 
 
 def test_dwa_weights_follow_the_last_two_epochs_loss_ratio():
@@ -183,13 +192,9 @@ def test_dwa_object_rolls_its_epoch_means():
         method.after_step({"classes": tf.constant(losses[0]), "attributes": tf.constant(losses[1])}, tape=None,
                           features=None, model=model)
     model.optimizer.iterations.assign(2)
-    with tf.GradientTape() as tape:
-        theta = tf.Variable([0.0, 0.0])
-        tape.watch(theta)
-        task_losses = {t: tf.reduce_sum(CONFLICT[i] * theta) + 1.0 for i, t in enumerate(model.tasks)}
-        total, logs = method.combine(task_losses, model=model)
+    d, _, _ = _loss_level(method, [1.0, 1.0])
     w = 2 * np.exp([0.25, 0.5]) / np.exp([0.25, 0.5]).sum()
-    np.testing.assert_allclose(tape.gradient(total, theta), w @ CONFLICT, atol=1e-6)
+    np.testing.assert_allclose(d, w @ CONFLICT, atol=1e-6)
 
 
 def test_rlw_draws_softmax_weights_over_the_present_tasks():
