@@ -345,8 +345,16 @@ def validate(config: dict) -> None:
             raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     check_ranges(config)
     formats = config["export_formats"]
-    if not isinstance(formats, list) or not formats or any(f not in EXPORT_FORMATS for f in formats):
-        raise ConfigError(f"export_formats must be a non-empty list of {list(EXPORT_FORMATS)}, got {formats!r}")
+    if not isinstance(formats, list) or any(f not in EXPORT_FORMATS for f in formats) or len(set(formats)) < len(
+            formats):
+        raise ConfigError(f"export_formats must be a list of distinct formats from {list(EXPORT_FORMATS)} ([] for "
+                          f"none), got {formats!r}")
+    for key in ("jit_compile", "run_eagerly"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
+    if config["jit_compile"] and config["run_eagerly"]:
+        raise ConfigError("jit_compile and run_eagerly exclude each other: XLA compiles the step that run_eagerly "
+                          "runs as Python")
     for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
         if config[key] not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {config[key]!r}")

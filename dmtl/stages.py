@@ -14,7 +14,8 @@ from typing import Callable
 class StageContext:
     """``run_dir``: the run folder (stages save their results there, so a resumed run reuses them);
     ``plan``: the resolved :class:`dmtl.training.plan.RunPlan`; ``epochs``/``steps``: the main training's;
-    ``train``/``val``: its datasets; ``make_optimizer()``: a fresh optimizer as configured;
+    ``train``/``val``: its datasets; ``make_optimizer()``: a fresh optimizer as configured; ``compile_options``:
+    the other ``compile`` arguments (``jit_compile``, ``run_eagerly``);
     ``train_run(overrides, run_dir)``: trains a sub-run of this configuration; ``predict_train(run_dir)``:
     a trained sub-run's predictions on the training split of every data folder."""
 
@@ -25,6 +26,7 @@ class StageContext:
     train: object = None
     val: object = None
     make_optimizer: Callable = None
+    compile_options: dict = dataclasses.field(default_factory=dict)
     train_run: Callable = None
     predict_train: Callable = None
     verbose: object = 0

@@ -8,7 +8,9 @@ checks, so a new weighting, architecture, coupling or database adapter is covere
   every architecture with ``ew``, :func:`full_check`): the weighting's effect (:func:`check_weighting_effect`: a
   method whose output the step ignores fails), ``get_config`` -> rebuild -> ``get_config`` identical, a
   mixed-precision step with float32 outputs (:func:`check_mixed_precision`), a ``.keras`` round trip with identical
-  predictions and a database with one task only.
+  predictions and a database with one task only. The pair's own step runs compiled (``tf.function``), as a run
+  trains; the once-per-piece checks run their steps eagerly (``run_eagerly``: the same ``train_step``, without
+  tracing a new graph for every one-step model).
 * :func:`run_export_test` — one architecture: its ONNX export equals the Keras model under onnxruntime.
 * :func:`run_mirrored_steps` — one step under ``MirroredStrategy`` on two logical CPUs, in a fresh process.
 * :func:`run_adapter_test` — one database adapter: its fixture reads, the schema and counts are consistent, labels
@@ -142,11 +144,11 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
     assert _plain(rebuilt.get_config()) == _plain(config)
     check_mixed_precision(weighting_name, architecture_name)
     # .keras round trip: identical predictions
-    expected = model.predict(x, verbose=0)
+    expected = {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
     path = Path(tmp_path) / f"{weighting_name}-{architecture_name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
-    got = loaded.predict(x, verbose=0)
+    got = {k: keras.ops.convert_to_numpy(v) for k, v in loaded(x, training=False).items()}
     assert set(got) == {"classes", "attributes"}
     for key in got:
         np.testing.assert_allclose(got[key], expected[key], atol=1e-5)
@@ -157,12 +159,12 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
             build(weighting_name, architecture_name, num_attributes=0, tasks=("classes",))
         return
     one = build(weighting_name, architecture_name, num_attributes=0, tasks=("classes",))
-    one.compile(optimizer=keras.optimizers.Adam(1e-3))
+    one.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
     x1, y1 = partial_data(num_attributes=0)
     y1 = {"classes": np.abs(y1["classes"]), "attributes": np.zeros((len(x1), 0), np.float32)}
     history = one.fit(x1, y1, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(history["classes_loss"][0])
-    assert set(one.predict(x1, verbose=0)) == {"classes"}
+    assert set(one(x1, training=False)) == {"classes"}
 
 
 def run_export_test(architecture_name, tmp_path) -> None:
@@ -220,7 +222,8 @@ def check_mixed_precision(weighting_name, architecture_name) -> None:
         keras.utils.set_random_seed(0)
         model = build(weighting_name, architecture_name)
         model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01),
-                                                                           initial_scale=2.0 ** 8))
+                                                                           initial_scale=2.0 ** 8),
+                      run_eagerly=True)
         x, y = partial_data(8, interleaved=True)
         before = [v.numpy().copy() for v in model.trainable_variables]
         history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
@@ -269,7 +272,7 @@ def check_weighting_effect(weighting_name, architecture_name) -> None:
                 method.backward = doubled_backward
             else:
                 method.combine = doubled_combine
-        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
         shared = model.shared_variables()
         before = [v.numpy().copy() for v in shared]
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)

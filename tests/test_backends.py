@@ -17,6 +17,7 @@ from tests import backend_model
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["jax", "torch"]
+pytestmark = pytest.mark.xdist_group("backends")  # one worker: the per-backend process below runs once
 
 
 @pytest.fixture(params=BACKENDS)
@@ -64,133 +65,137 @@ def test_backend_neutral_tests_pass_under_other_backends(backend, request, tmp_p
         assert ran == collected
 
 
-def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_other_backends(backend):
-    result = _run_backend(backend, """
-        import json, sys
-        sys.path.insert(0, sys.argv[1])
-        import keras
-        import dmtl.model, dmtl.losses, dmtl.metrics, dmtl.coupling
-        from dmtl.coupling import get_coupling
-        for name in ("dm", "sca", "mtpsl", "aal"):
-            get_coupling(name, **({"pairs": [["AU1", "AU2"]]} if name == "aal" else {}))
-        import dmtl.architectures.shared, dmtl.architectures.task_routing
-        from tests.backend_model import build_model
-        build_model()
-        print(json.dumps({"backend": keras.backend.backend(), "tensorflow": "tensorflow" in sys.modules}))
-    """)
-    assert result == {"backend": backend, "tensorflow": False}
+CASES = {"ew": dict(weighting="ew"), "uw": dict(weighting="uw"), "strength": dict(strength=True)}
+"""Equal weighting with the printed couplings; uncertainty weighting (a learned variable inside Keras's own step);
+the relatedness-aware couplings (informativeness weights and confidence gates)."""
+
+OTHER_BACKEND = """
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    out = sys.argv[2]
+    result = {}
+    import keras, numpy as np
+    import dmtl.model, dmtl.losses, dmtl.metrics, dmtl.coupling
+    from dmtl.coupling import get_coupling
+    for name in ("dm", "sca", "mtpsl", "aal"):
+        get_coupling(name, **({"pairs": [["AU1", "AU2"]]} if name == "aal" else {}))
+    import dmtl.architectures.shared, dmtl.architectures.task_routing
+    from tests.backend_model import build_model
+    for case, options in json.loads(sys.argv[3]).items():
+        build_model(**options)
+    result["import"] = {"backend": keras.backend.backend(), "tensorflow": "tensorflow" in sys.modules}
+
+    numpy = keras.ops.convert_to_numpy
+    data = np.load(f"{out}/batch.npz")
+    x, y = data["x"], {"classes": data["classes"], "attributes": data["attributes"]}
+    for case, options in json.loads(sys.argv[3]).items():
+        model = build_model(**options)
+        model.load_weights(f"{out}/{case}.weights.h5")
+        one = {"terms": {k: float(numpy(v)) for k, v in model.loss_terms(y, model(x, training=True)).items()}}
+        if case != "strength":
+            loaded = keras.saving.load_model(f"{out}/{case}.keras")  # saved under TensorFlow
+            one["from_tf"] = {k: numpy(v).tolist() for k, v in loaded(x, training=False).items()}
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+            one["logs"] = {k: float(v) for k, v in model.train_on_batch(x, y, return_dict=True).items()}
+            np.savez(f"{out}/{case}-after.npz", *[numpy(v) for v in model.trainable_variables])
+            model.save(f"{out}/{case}-other.keras")
+            one["predictions"] = {k: numpy(v).tolist() for k, v in model(x, training=False).items()}
+        result[case] = one
+
+    from dmtl import config, weighting
+    refusals = {}
+    cases = {"jdl": {"setting": "nc", "method": "jdl"}, "mtpsl": {"setting": "nc", "method": "mtpsl"},
+             "mirrored": {"strategy": "mirrored"}, "ew": {"setting": "c"}}
+    cases.update({f"weighting-{name}": {"setting": "c", "weighting": name} for name in weighting.REGISTRY})
+    for name, overrides in cases.items():
+        try:
+            config.resolve("demo", overrides=overrides)
+            refusals[name] = "ok"
+        except config.ConfigError as error:
+            refusals[name] = str(error)
+    result["config"] = refusals
+    print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def other(request, tmp_path_factory):
+    """One process per backend computes everything the tests below compare with TensorFlow: the same weights and
+    batch (saved here under TensorFlow) give its loss terms, one SGD step, predictions and ``.keras`` files both
+    ways, and what its config refuses. ``(backend, folder, TensorFlow's references, the backend's results)``."""
+    import keras
+
+    backend = request.param
+    pytest.importorskip(backend)
+    out = tmp_path_factory.mktemp(f"backend-{backend}")
+    x, y = backend_model.batch()
+    np.savez(out / "batch.npz", x=x, classes=y["classes"], attributes=y["attributes"])
+    references = {}
+    for case, options in CASES.items():
+        keras.utils.set_random_seed(1 if case == "strength" else 0)
+        model = backend_model.build_model(**options)
+        model.save_weights(out / f"{case}.weights.h5")
+        reference = {"terms": {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}}
+        if case != "strength":
+            model.save(out / f"{case}.keras")
+            reference["predictions"] = {k: np.asarray(v) for k, v in model(x, training=False).items()}
+            reference["before"] = [np.asarray(v).copy() for v in model.trainable_variables]
+            model.compile(optimizer=keras.optimizers.SGD(0.1))
+            assert model.uses_keras_step
+            reference["logs"] = model.train_on_batch(x, y, return_dict=True)
+            reference["after"] = [np.asarray(v) for v in model.trainable_variables]
+            reference["paths"] = [v.path for v in model.trainable_variables]
+        references[case] = reference
+    result = _run_backend(backend, OTHER_BACKEND, out, json.dumps(CASES))
+    return backend, out, references, result
+
+
+def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_other_backends(other):
+    backend, _, _, result = other
+    assert result["import"] == {"backend": backend, "tensorflow": False}
 
 
 @pytest.mark.parametrize("weighting", ["ew", "uw"])
-def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_tensorflow(backend, tmp_path,
-                                                                                          weighting):
-    """Equal weighting on each backend, and uncertainty weighting (a learned variable inside Keras's own step, the
-    same code on every backend) on JAX."""
+def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_tensorflow(other, weighting):
+    """Equal weighting, and uncertainty weighting (a learned variable inside Keras's own step, the same code on
+    every backend)."""
     import keras
 
-    if weighting != "ew" and backend != "jax":
-        pytest.skip("the learned-weight step is backend-neutral code: checked once, on JAX")
-
-    keras.utils.set_random_seed(0)
-    model = backend_model.build_model(weighting=weighting)
-    x, y = backend_model.batch()
-    model.save_weights(tmp_path / "initial.weights.h5")
-    model.save(tmp_path / "tf.keras")
-    np.savez(tmp_path / "batch.npz", x=x, classes=y["classes"], attributes=y["attributes"])
-    terms = {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}
-    predictions = {k: np.asarray(v) for k, v in model(x, training=False).items()}
-    before = [np.asarray(v).copy() for v in model.trainable_variables]
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
-    assert model.uses_keras_step
-    logs = model.train_on_batch(x, y, return_dict=True)
-    after = [np.asarray(v) for v in model.trainable_variables]
-
-    result = _run_backend(backend, """
-        import json, sys
-        sys.path.insert(0, sys.argv[1])
-        import keras, numpy as np
-        from tests.backend_model import build_model
-        out = sys.argv[2]
-        data = np.load(f"{out}/batch.npz")
-        x, y = data["x"], {"classes": data["classes"], "attributes": data["attributes"]}
-        model = build_model(weighting=sys.argv[3])
-        model.load_weights(f"{out}/initial.weights.h5")
-        terms = {k: float(keras.ops.convert_to_numpy(v)) for k, v in model.loss_terms(y, model(x, training=True)).items()}
-        loaded = keras.saving.load_model(f"{out}/tf.keras")  # saved under TensorFlow
-        from_tf = {k: keras.ops.convert_to_numpy(v).tolist() for k, v in loaded(x, training=False).items()}
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
-        logs = {k: float(v) for k, v in model.train_on_batch(x, y, return_dict=True).items()}
-        np.savez(f"{out}/jax_after.npz", *[keras.ops.convert_to_numpy(v) for v in model.trainable_variables])
-        model.save(f"{out}/jax.keras")
-        print(json.dumps({"terms": terms, "from_tf": from_tf, "logs": logs,
-                          "predictions": {k: keras.ops.convert_to_numpy(v).tolist() for k, v in model(x, training=False).items()}}))
-    """, tmp_path, weighting)
-    assert set(result["terms"]) == set(terms) == {"classes", "attributes", "dm", "sca"}
-    for name, value in terms.items():
-        assert result["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    backend, out, references, result = other
+    reference, got = references[weighting], result[weighting]
+    assert set(got["terms"]) == set(reference["terms"]) == {"classes", "attributes", "dm", "sca"}
+    for name, value in reference["terms"].items():
+        assert got["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    logs = reference["logs"]
     logged = [k for k in logs if k.endswith("_loss") or k.startswith(f"{weighting}_weight_")] + ["loss"]
     assert weighting == "ew" or f"{weighting}_weight_classes" in logged
     for key in logged:
-        assert result["logs"][key] == pytest.approx(float(logs[key]), rel=1e-5), key
+        assert got["logs"][key] == pytest.approx(float(logs[key]), rel=1e-5), key
     if weighting == "uw":  # the learned log-variances are trainable variables and moved identically
-        assert any("uw_log_variances" in v.path for v in model.trainable_variables)
-    jax_after = np.load(tmp_path / "jax_after.npz")
-    for tf_value, jax_value in zip(after, [jax_after[k] for k in jax_after.files]):
-        np.testing.assert_allclose(jax_value, tf_value, atol=1e-5)
-    assert max(float(np.abs(a - b).max()) for a, b in zip(after, before)) > 1e-3  # the step moved the weights
-    for key, value in predictions.items():  # TensorFlow's .keras loaded under JAX
-        np.testing.assert_allclose(np.asarray(result["from_tf"][key]), value, atol=1e-5)
-    loaded = keras.saving.load_model(tmp_path / "jax.keras")  # JAX's .keras loaded under TensorFlow
+        assert any("uw_log_variances" in path for path in reference["paths"])
+    moved = np.load(out / f"{weighting}-after.npz")
+    for tf_value, other_value in zip(reference["after"], [moved[k] for k in moved.files]):
+        np.testing.assert_allclose(other_value, tf_value, atol=1e-5)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(reference["after"], reference["before"])) > 1e-3
+    for key, value in reference["predictions"].items():  # TensorFlow's .keras loaded under the other backend
+        np.testing.assert_allclose(np.asarray(got["from_tf"][key]), value, atol=1e-5)
+    loaded = keras.saving.load_model(out / f"{weighting}-other.keras")  # the other backend's .keras under TF
+    x = np.load(out / "batch.npz")["x"]
     for key, value in loaded(x, training=False).items():
-        np.testing.assert_allclose(np.asarray(value), np.asarray(result["predictions"][key]), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(value), np.asarray(got["predictions"][key]), atol=1e-5)
 
 
-def test_relatedness_aware_couplings_give_the_same_terms_under_other_backends(backend, tmp_path):
-    import keras
-
-    keras.utils.set_random_seed(1)
-    model = backend_model.build_model(strength=True)
-    x, y = backend_model.batch()
-    model.save_weights(tmp_path / "initial.weights.h5")
-    np.savez(tmp_path / "batch.npz", x=x, classes=y["classes"], attributes=y["attributes"])
-    terms = {k: float(v) for k, v in model.loss_terms(y, model(x, training=True)).items()}
+def test_relatedness_aware_couplings_give_the_same_terms_under_other_backends(other):
+    _, _, references, result = other
+    terms = references["strength"]["terms"]
     assert terms["dm"] > 0 and terms["sca"] > 0
-    result = _run_backend(backend, """
-        import json, sys
-        sys.path.insert(0, sys.argv[1])
-        import numpy as np
-        from tests.backend_model import build_model
-        out = sys.argv[2]
-        data = np.load(f"{out}/batch.npz")
-        x, y = data["x"], {"classes": data["classes"], "attributes": data["attributes"]}
-        model = build_model(strength=True)
-        model.load_weights(f"{out}/initial.weights.h5")
-        import keras
-        terms = model.loss_terms(y, model(x, training=True))
-        print(json.dumps({"terms": {k: float(keras.ops.convert_to_numpy(v)) for k, v in terms.items()}}))
-    """, tmp_path)
     for name, value in terms.items():
-        assert result["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+        assert result["strength"]["terms"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
 
 
-def test_what_needs_tensorflow_fails_at_config_time_under_other_backends(backend):
-    result = _run_backend(backend, """
-        import json, sys
-        sys.path.insert(0, sys.argv[1])
-        from dmtl import config
-        from dmtl import weighting
-        out = {}
-        cases = {"jdl": {"setting": "nc", "method": "jdl"}, "mtpsl": {"setting": "nc", "method": "mtpsl"},
-                 "mirrored": {"strategy": "mirrored"}, "ew": {"setting": "c"}}
-        cases.update({f"weighting-{name}": {"setting": "c", "weighting": name} for name in weighting.REGISTRY})
-        for name, overrides in cases.items():
-            try:
-                config.resolve("demo", overrides=overrides)
-                out[name] = "ok"
-            except config.ConfigError as error:
-                out[name] = str(error)
-        print(json.dumps(out))
-    """)
+def test_what_needs_tensorflow_fails_at_config_time_under_other_backends(other):
+    backend, _, _, result = other
+    result = result["config"]
     assert result["ew"] == "ok"
     from dmtl import compat
     from dmtl.weighting import REGISTRY, weighting_class

@@ -153,8 +153,15 @@ def test_numeric_options_at_their_bounds_are_accepted():
         config.resolve("demo", overrides={"backbone": "resnet50", "input_size": 16})
 
 
-def test_export_formats_are_checked():
+def test_export_formats_and_step_compilation_are_checked():
     assert config.resolve("demo", overrides={"export_formats": ["savedmodel", "onnx"]})["export_formats"][1] == "onnx"
-    for bad in (["savedmodel", "tflite"], [], "onnx"):
+    assert config.resolve("demo", overrides={"export_formats": []})["export_formats"] == []  # none: sweeps
+    for bad in (["savedmodel", "tflite"], ["onnx", "onnx"], "onnx"):
         with pytest.raises(ConfigError, match="export_formats"):
             config.resolve("demo", overrides={"export_formats": bad})
+    assert config.resolve("demo", overrides={"run_eagerly": True})["run_eagerly"] is True
+    for key in ("run_eagerly", "jit_compile"):
+        with pytest.raises(ConfigError, match=f"{key} must be true or false"):
+            config.resolve("demo", overrides={key: "yes"})
+    with pytest.raises(ConfigError, match="exclude each other"):
+        config.resolve("demo", overrides={"run_eagerly": True, "jit_compile": True})

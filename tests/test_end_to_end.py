@@ -16,6 +16,11 @@ import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--verbose", "0"]
+# runs whose point is the plumbing around training: the steps run eagerly (a two-step run would spend its time
+# tracing graphs) and no export is written (the tests that check exports keep both)
+EAGER = ["--set", "run_eagerly=true"]
+SWEEP = [*EAGER, "--set", "export_formats=[]"]
+SWEEP_OPTIONS = {"run_eagerly": True, "export_formats": []}
 
 
 @pytest.fixture(scope="module")
@@ -164,9 +169,10 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["mgda", "gradnorm", "tr", "adashare", "st-t"])
 def test_every_baseline_method_trains_through_train_py(demo_data, tmp_path, method):
     out = tmp_path / method
+    exported = method in ("tr", "adashare")  # the architectures' own SavedModels; the others are `shared`
     assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
-                       "--method", method, "--epochs", "2", *TINY]) == 0
-    assert (out / "model.keras").is_file() and (out / "export" / "saved_model.pb").is_file()
+                       "--method", method, "--epochs", "2", *TINY, *(EAGER if exported else SWEEP)]) == 0
+    assert (out / "model.keras").is_file() and (out / "export" / "saved_model.pb").is_file() == exported
     assert evaluate.main(["--run", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["classes"]["accuracy"] <= 1 and 0 <= metrics["attributes"]["mean_f1"] <= 1
@@ -177,7 +183,7 @@ def test_every_baseline_method_trains_through_train_py(demo_data, tmp_path, meth
         from dmtl.data.labels import load_labels
         from dmtl.labels import EXPRESSIONS_7
         soft = np.load(out / "soft_labels.npz")
-        names = json.loads((out / "export" / "labels.json").read_text())["attribute_names"]
+        names = json.loads((out / "summary.json").read_text())["attribute_names"]
         classes, attributes = load_labels([demo_data], "train", EXPRESSIONS_7, names)
         labelled = classes >= 0
         # ground truth kept where it exists, teacher soft labels only where it is missing
@@ -197,7 +203,8 @@ def test_demo_database_is_built_on_first_use_without_data(tmp_path, monkeypatch)
     small = tmp_path / "small.yaml"
     small.write_text("demo: {n_train_classes: 14, n_train_attributes: 28, n_val: 14, n_test: 14}\n")
     out = tmp_path / "run"
-    assert train.main(["--database", "demo", "--config", str(small), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    assert train.main(["--database", "demo", "--config", str(small), "--out", str(out), "--epochs", "1", *TINY,
+                       *SWEEP]) == 0
     built = list((tmp_path / "cache").glob("demo-data-*/dataset.json"))
     assert len(built) == 1
     info = json.loads(built[0].read_text())
@@ -205,10 +212,10 @@ def test_demo_database_is_built_on_first_use_without_data(tmp_path, monkeypatch)
     assert (out / "model.keras").is_file()
 
 
-def test_compare_writes_the_paper_tables(demo_data, tmp_path):
+def test_compare_writes_the_paper_tables(demo_data, tmp_path, capsys):
     from dmtl.experiments.compare import compare
 
-    extra = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "input_size": 32}
+    extra = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "input_size": 32, **SWEEP_OPTIONS}
     table = compare("demo", tmp_path / "cmp", settings=("st", "nc", "c"), seeds=2, data=str(demo_data),
                     extra=extra)
     for name in ("results.md", "results.csv", "results.png", "results.json"):
@@ -231,6 +238,14 @@ def test_compare_writes_the_paper_tables(demo_data, tmp_path):
             assert bool(row.get(f"{task}_at_own_best_epoch")) == multi
             if multi:
                 assert float(row[f"{task}_at_own_best_epoch"]) == pytest.approx(float(row[f"{task}_{metric}"]))
+    # a sweep writes no exports (export_formats: []); the chosen run is exported afterwards
+    chosen = tmp_path / "cmp" / "runs" / "c-seed0"
+    assert (chosen / "model.keras").is_file() and not (chosen / "export").exists()
+    assert evaluate.main(["--run", str(chosen), "--model", "export"]) == 2
+    assert "dmtl export --run" in capsys.readouterr().err
+    from dmtl.cli import export
+    assert export.main(["--run", str(chosen), "--format", "savedmodel", "--out", str(chosen / "export")]) == 0
+    assert evaluate.main(["--run", str(chosen), "--model", "export"]) == 0
 
 
 def test_coupling_ablation_plans_each_effective_configuration_once():
@@ -266,7 +281,7 @@ def test_train_with_local_imagenet_format_weights_and_imagenet_offline(demo_data
                              pooling="avg").save_weights(weights)
     out = tmp_path / "local"
     assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
-                       "--backbone", "vgg16", "--weights", str(weights), "--epochs", "1", *TINY]) == 0
+                       "--backbone", "vgg16", "--weights", str(weights), "--epochs", "1", *TINY, *SWEEP]) == 0
     assert (out / "model.keras").is_file()
 
     def offline(url, *args, **kwargs):
@@ -365,7 +380,7 @@ def test_empirical_relatedness_without_overlapping_annotations_is_a_clear_error(
     (coupling towards nothing). That is an error before any run folder is written; the val split works."""
     out = tmp_path / "empirical"
     base = ["--database", "demo", "--data", str(demo_data), "--setting", "c", "--relatedness", "empirical",
-            "--epochs", "1", *TINY]
+            "--epochs", "1", *TINY, *SWEEP]
     assert train.main([*base, "--out", str(out)]) == 2
     assert "relatedness_split" in capsys.readouterr().err and not out.exists()
     assert train.main([*base, "--out", str(out), "--set", "relatedness_split=val"]) == 0
@@ -378,11 +393,11 @@ def test_class_subset_trains_and_a_fresh_process_evaluates_every_architecture(de
     each architecture loads in a fresh evaluate process (its classes must be registered there)."""
     subset = tmp_path / "subset"
     assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(subset), "--setting", "nc",
-                       "--set", "classes=[anger, happiness]", "--epochs", "1", *TINY]) == 0
+                       "--set", "classes=[anger, happiness]", "--epochs", "1", *TINY, *SWEEP]) == 0
     assert json.loads((subset / "summary.json").read_text())["class_names"] == ["anger", "happiness"]
     routed = tmp_path / "routed"
     assert train.main(["--database", "demo", "--data", str(demo_data), "--out", str(routed), "--setting", "nc",
-                       "--method", "tr", "--epochs", "1", *TINY]) == 0
+                       "--method", "tr", "--epochs", "1", *TINY, *SWEEP]) == 0
     for out in (subset, routed):
         done = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--run", str(out)], capture_output=True,
                               text=True, timeout=300)
@@ -503,7 +518,7 @@ def test_related_methods_train_through_train_py_and_appear_in_a_compare_table(de
     assert compare.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--settings", "nc",
                          "--methods", "mtpsl,aal,jdl", "--seeds", "1", "--set", "epochs=1", "--set", "batch_size=8",
                          "--set", "steps_per_epoch=2", "--set", "input_size=32",
-                         "--set", "auxiliary.aal.pairs=[[AU12, AU4]]"]) == 0
+                         "--set", "auxiliary.aal.pairs=[[AU12, AU4]]", *SWEEP]) == 0
     table = (out / "results.md").read_text()
     for label in ("| NC MT |", "| MTPSL |", "| AAL |", "| JDL (GAN) |"):
         assert label in table, table

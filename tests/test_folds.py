@@ -95,7 +95,8 @@ def test_compare_runs_four_folds_from_one_build(cad_build, tmp_path):
     out = tmp_path / "cmp"
     assert compare.main(["--database", "cad", "--data", str(cad_build / "data"), "--out", str(out),
                          "--settings", "nc", "--folds", "0-3", "--set", "backbone=small", "--set", "epochs=1",
-                         "--set", "steps_per_epoch=2", "--set", "batch_size=4", "--set", "input_size=24"]) == 0
+                         "--set", "steps_per_epoch=2", "--set", "batch_size=4", "--set", "input_size=24",
+                         "--set", "run_eagerly=true", "--set", "export_formats=[]"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["folds"] == [0, 1, 2, 3]
     tested = []

@@ -1,5 +1,6 @@
 """Training past one process: ``strategy: multi-process`` (keras.distribution DataParallel on the JAX backend) with
-two local processes on CPUs (gloo collectives). Each test starts its own processes; they are kept few and short."""
+two local processes on CPUs (gloo collectives). Each test starts its own processes; they are kept few and short,
+and the module is one xdist group (README's ``--dist loadgroup``), so two multi-process trainings never overlap."""
 import csv
 import os
 import signal
@@ -14,6 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")
+pytestmark = pytest.mark.xdist_group("multiprocess")
+NO_EXPORT = ["--set", "export_formats=[]"]  # the tests that do not check the export skip writing it
 ARGS = ["--database", "demo", "--setting", "c", "--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "3",
         "--verbose", "0"]
 
@@ -29,12 +32,12 @@ def _env(**extra):
             "PYTHONPATH": str(REPO), **extra}
 
 
-def _start(data, out, process, port, epochs, timeout=20):
+def _start(data, out, process, port, epochs, timeout=20, extra=()):
     scratch = Path(out).parent / f"tmp-{Path(out).name}"  # the processes' TMPDIR (process 1's scratch lives there)
     scratch.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(out), "--epochs",
                str(epochs), "--strategy", "multi-process", "--coordinator", f"127.0.0.1:{port}",
-               "--num-processes", "2", "--process-id", str(process)]
+               "--num-processes", "2", "--process-id", str(process), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(DMTL_HEARTBEAT_TIMEOUT=str(timeout), TMPDIR=str(scratch)))
 
@@ -61,13 +64,13 @@ def data(tmp_path_factory):
 def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
     port = _port()
     out = tmp_path / "two"
-    processes = [_start(data, out, p, port, epochs=2) for p in (0, 1)]
+    processes = [_start(data, out, p, port, epochs=2, extra=NO_EXPORT) for p in (0, 1)]
     results = [p.communicate(timeout=600) for p in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0, stderr[-3000:]
     one = tmp_path / "one"
     done = subprocess.run([sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(one),
-                           "--epochs", "2"], capture_output=True, text=True, timeout=600, env=_env())
+                           "--epochs", "2", *NO_EXPORT], capture_output=True, text=True, timeout=600, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
     # the same global batches: the same losses and weights as one process (up to float summation order)
     two_history, one_history = (list(csv.DictReader(open(d / "history.csv"))) for d in (out, one))
@@ -138,7 +141,7 @@ def test_auto_on_jax_with_several_local_devices_is_data_parallel(data, tmp_path)
 
     out = tmp_path / "auto"
     done = subprocess.run([sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(out),
-                           "--epochs", "1"], capture_output=True, text=True, timeout=600,
+                           "--epochs", "1", *NO_EXPORT], capture_output=True, text=True, timeout=600,
                           env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

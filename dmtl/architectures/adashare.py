@@ -294,7 +294,7 @@ class AdaShareSchedule(keras.callbacks.Callback):
 def fit_adashare(model_factory, train_ds, val_ds=None, epochs_search: int = 10, epochs_retrain: int = 10,
                  optimizer_factory=None, warmup_epochs: int = 0, curriculum_speed: int = 1, tau: float = 5.0,
                  tau_decay: float = 0.965, policy_mode: str = "argmax", steps_per_epoch=None,
-                 search_callbacks=(), retrain_callbacks=(), verbose=0, seed: int = 0):
+                 search_callbacks=(), retrain_callbacks=(), verbose=0, seed: int = 0, compile_options=None):
     """Runs AdaShare's two phases and returns ``(retrained model, policy (2, L), {"search": h, "retrain": h})``.
 
     ``model_factory(policy)`` builds an :class:`AdaShareModel` (``policy=None`` for the search); it is called
@@ -302,11 +302,13 @@ def fit_adashare(model_factory, train_ds, val_ds=None, epochs_search: int = 10, 
     (default Adam(1e-3)). Phase 1 zips ``train_ds`` with the repeated ``val_ds`` (network on train batches, policy
     on validation batches; without ``val_ds`` both use the train batches) and runs :class:`AdaShareSchedule`; the
     policy is then fixed to its argmax (``policy_mode="argmax"``) or a sample (``"sample"``), and a new model is
-    trained from scratch on ``train_ds``, validated on ``val_ds``.
+    trained from scratch on ``train_ds``, validated on ``val_ds``. ``compile_options``: the other ``compile``
+    arguments of both phases (``jit_compile``, ``run_eagerly``).
     """
+    compile_options = dict(compile_options or {})
     optimizer_factory = optimizer_factory or (lambda: keras.optimizers.Adam(1e-3))
     search_model = model_factory(None)
-    search_model.compile(optimizer=optimizer_factory())
+    search_model.compile(optimizer=optimizer_factory(), **compile_options)
     search_data = train_ds if val_ds is None else tf.data.Dataset.zip((train_ds, val_ds.repeat()))
     schedule = AdaShareSchedule(warmup_epochs, curriculum_speed, tau, tau_decay)
     search = search_model.fit(search_data, epochs=epochs_search, steps_per_epoch=steps_per_epoch,
@@ -316,7 +318,7 @@ def fit_adashare(model_factory, train_ds, val_ds=None, epochs_search: int = 10, 
     if not epochs_retrain:  # the caller re-trains (e.g. with its own checkpointing)
         return None, policy, {"search": search.history, "retrain": {}}
     model = model_factory(policy.tolist())
-    model.compile(optimizer=optimizer_factory())
+    model.compile(optimizer=optimizer_factory(), **compile_options)
     retrain = model.fit(train_ds, validation_data=val_ds, epochs=epochs_retrain, steps_per_epoch=steps_per_epoch,
                         callbacks=list(retrain_callbacks), verbose=verbose, shuffle=False)
     return model, policy, {"search": search.history, "retrain": retrain.history}
@@ -358,6 +360,7 @@ class AdaShareArchitecture(Architecture):
             _, policy, history = fit_adashare(
                 lambda policy=None: self.build_model(spec, policy=policy), context.train, context.val,
                 epochs_search=epochs_search, epochs_retrain=0, optimizer_factory=context.make_optimizer,
+                compile_options=context.compile_options,
                 steps_per_epoch=context.steps, tau=float(self.options.get("tau", 5.0)),
                 seed=int(self.options.get("seed", spec.seed)))  # the architecture's own tau and seed drive the search
             write_json(policy_file, {"policy": np.asarray(policy).tolist(), "search_history": {

@@ -111,6 +111,7 @@ class TrainPlan:
     strategy: str
     precision: str
     jit_compile: bool
+    run_eagerly: bool
     monitor: str
     primary_metrics: dict
     export_formats: tuple
@@ -120,8 +121,14 @@ class TrainPlan:
         return cls(int(config["epochs"]), int(config["batch_size"]), config["steps_per_epoch"], config["optimizer"],
                    float(config["lr"]), config["weight_decay"], int(config["seed"]), int(config["shuffle_buffer"]),
                    config["augment"], config["mixaugment"], config["mixing"], config["strategy"],
-                   config["precision"], bool(config["jit_compile"]), config["monitor"],
+                   config["precision"], bool(config["jit_compile"]), bool(config["run_eagerly"]),
+                   config["monitor"],
                    dict(config["primary_metrics"]), tuple(config["export_formats"]))
+
+    @property
+    def compile_options(self) -> dict:
+        """What every ``compile`` of the run (the main model, a stage's search) takes besides the optimizer."""
+        return {"jit_compile": self.jit_compile, "run_eagerly": self.run_eagerly}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,10 @@ def load_predictor(run_dir: Path, kind: str, weights=None):
     run_dir = Path(run_dir)
     if kind == "export":
         from dmtl.export import ServingModel
+        if not (run_dir / "export" / "saved_model.pb").is_file():
+            raise FileNotFoundError(f"{run_dir / 'export'} holds no SavedModel (a run trained with export_formats "
+                                    f"without savedmodel): write it with `dmtl export --run {run_dir} --format "
+                                    f"savedmodel --out {run_dir / 'export'}`")
         served = ServingModel(run_dir / "export")
 
         def predict(images):

@@ -183,6 +183,7 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
                 for d in plan.dirs]
 
     context = StageContext(run_dir, plan, train_plan.epochs, make_optimizer=lambda: make_optimizer(train_plan),
+                           compile_options=train_plan.compile_options,
                            train_run=train_run, predict_train=predict_train, verbose=verbose)
     completion = get_label_completion(method.label_completion, **method.label_completion_options)
     targets = completion.targets(context)
@@ -202,7 +203,7 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
         stage, epochs = architecture.prepare(model_spec(plan), context)
         model = build_model(plan, **stage)
         model.steps_per_epoch = steps
-        model.compile(optimizer=make_optimizer(train_plan), jit_compile=train_plan.jit_compile)
+        model.compile(optimizer=make_optimizer(train_plan), **train_plan.compile_options)
     log.info("training on %d replica(s) (%s), precision %s, global batch %d", strategy.num_replicas_in_sync,
              type(strategy).__name__, train_plan.precision, train_plan.batch_size)
     non_finite = NonFiniteLoss()
@@ -283,25 +284,10 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
         from dmtl.training.predict import register_serializables
         register_serializables()
         model = keras.saving.load_model(run_dir / "model.keras")
-    export_dir = run_dir / "export"
     for stale in run_dir.glob("tmp-*export"):  # left by a process killed mid-export (the folder is locked)
         shutil.rmtree(stale, ignore_errors=True)
-    staging = run_dir / f"tmp-{os.getpid()}-export"
-    try:
-        if keras.backend.backend() == "torch":  # Keras exports SavedModels from TensorFlow and JAX only
-            from dmtl.training.exports import export_in_tensorflow
-            export_in_tensorflow(run_dir / "model.keras", staging, plan.input_size,
-                                 {"database": config["database"], "setting": plan.data.setting})
-        else:
-            export_serving(model, staging, plan.input_size,
-                           extra={"database": config["database"], "setting": plan.data.setting})
-    except Exception as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if is_disk_full(error):
-            raise DiskFull(export_dir) from None
-        raise
-    shutil.rmtree(export_dir, ignore_errors=True)
-    os.replace(staging, export_dir)
+    if "savedmodel" in train_plan.export_formats:
+        _export_savedmodel(model, run_dir, plan, config["database"])
     from dmtl.training.exports import export_run, export_run_in_tensorflow
     for fmt in train_plan.export_formats:
         if fmt != "savedmodel":  # export/ is the SavedModel
@@ -322,6 +308,29 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
     if processes is not None and processes["processes"] > 1:
         _wait_for_chief()
     return summary
+
+
+def _export_savedmodel(model, run_dir: Path, plan, database: str) -> None:
+    """RUN/export: the SavedModel with its uint8 serving endpoint, staged and moved in whole."""
+    import keras
+
+    export_dir = run_dir / "export"
+    staging = run_dir / f"tmp-{os.getpid()}-export"
+    try:
+        if keras.backend.backend() == "torch":  # Keras exports SavedModels from TensorFlow and JAX only
+            from dmtl.training.exports import export_in_tensorflow
+            export_in_tensorflow(run_dir / "model.keras", staging, plan.input_size,
+                                 {"database": database, "setting": plan.data.setting})
+        else:
+            export_serving(model, staging, plan.input_size,
+                           extra={"database": database, "setting": plan.data.setting})
+    except Exception as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(error):
+            raise DiskFull(export_dir) from None
+        raise
+    shutil.rmtree(export_dir, ignore_errors=True)
+    os.replace(staging, export_dir)
 
 
 def _lost_process(error) -> bool:
