@@ -8,9 +8,9 @@ checks, so a new weighting, architecture, coupling or database adapter is covere
   every architecture with ``ew``, :func:`full_check`): the weighting's effect (:func:`check_weighting_effect`: a
   method whose output the step ignores fails), ``get_config`` -> rebuild -> ``get_config`` identical, a
   mixed-precision step with float32 outputs (:func:`check_mixed_precision`), a ``.keras`` round trip with identical
-  predictions and a database with one task only. The pair's own step runs compiled (``tf.function``), as a run
-  trains; the once-per-piece checks run their steps eagerly (``run_eagerly``: the same ``train_step``, without
-  tracing a new graph for every one-step model).
+  predictions and a database with one task only. The step of each pair that first checks a piece runs compiled
+  (``tf.function``), as a run trains; the other pairs and the once-per-piece checks run their steps eagerly
+  (``run_eagerly``: the same ``train_step``, without tracing a new graph for every one-step model).
 * :func:`run_export_test` — one architecture: its ONNX export equals the Keras model under onnxruntime.
 * :func:`run_mirrored_steps` — one step under ``MirroredStrategy`` on two logical CPUs, in a fresh process.
 * :func:`run_adapter_test` — one database adapter: its fixture reads, the schema and counts are consistent, labels
@@ -119,7 +119,10 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
 
     keras.utils.set_random_seed(0)
     model = build(weighting_name, architecture_name)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    # compiled where the piece is first checked (every weighting on shared, every architecture with ew), as a run
+    # trains; the other pairs combine pieces whose graphs those cover, and run eagerly
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=not full_check(weighting_name,
+                                                                                    architecture_name))
     x, y = partial_data(interleaved=True)
     before = [v.numpy().copy() for v in model.trainable_variables]
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history

@@ -97,8 +97,10 @@ def test_the_architectures_tau_and_seed_reach_the_search(tmp_path, monkeypatch):
 
     monkeypatch.setattr(adashare, "fit_adashare", fake_fit)
     architecture = get_architecture("adashare", tau=2.5, seed=7, widths=(8, 16), blocks_per_stage=1)
-    context = types.SimpleNamespace(epochs=4, run_dir=tmp_path, train=None, val=None, make_optimizer=None, steps=2)
+    context = types.SimpleNamespace(epochs=4, run_dir=tmp_path, train=None, val=None, make_optimizer=None, steps=2,
+                                    compile_options={"jit_compile": False, "run_eagerly": True})
     spec = ModelSpec((24, 24, 3), 7, len(AUS), "small", None, 0, {})
     stage, left = architecture.prepare(spec, context)
     assert seen["tau"] == 2.5 and seen["seed"] == 7
+    assert seen["compile_options"] == {"jit_compile": False, "run_eagerly": True}  # the run's compile options
     assert stage["policy"] == [[1.0, 1.0], [1.0, 1.0]] and left == 2

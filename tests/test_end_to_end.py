@@ -216,19 +216,18 @@ def test_compare_writes_the_paper_tables(demo_data, tmp_path, capsys):
     from dmtl.experiments.compare import compare
 
     extra = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "input_size": 32, **SWEEP_OPTIONS}
-    table = compare("demo", tmp_path / "cmp", settings=("st", "nc", "c"), seeds=2, data=str(demo_data),
-                    extra=extra)
+    table = compare("demo", tmp_path / "cmp", settings=("st", "c"), seeds=2, data=str(demo_data), extra=extra)
     for name in ("results.md", "results.csv", "results.png", "results.json"):
         assert (tmp_path / "cmp" / name).is_file()
-    assert "| ST |" in table and "| NC MT |" in table and "| C MT |" in table
+    assert "| ST |" in table and "| C MT |" in table
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
-    assert len(rows) == 6 and {r["label"] for r in rows} == {"ST", "NC MT", "C MT"}
+    assert len(rows) == 4 and {r["label"] for r in rows} == {"ST", "C MT"}
     summary = json.loads((tmp_path / "cmp" / "results.json").read_text())["table"]
-    nc = next(e for e in summary if e["label"] == "NC MT")
+    coupled = next(e for e in summary if e["label"] == "C MT")
     st = next(e for e in summary if e["label"] == "ST")
-    delta = nc["classes_accuracy"][0] - st["classes_accuracy"][0]
-    assert nc["classes_delta_vs_st"] == pytest.approx(delta)
-    assert nc["classes_negative_transfer"] == (delta < 0)
+    delta = coupled["classes_accuracy"][0] - st["classes_accuracy"][0]
+    assert coupled["classes_delta_vs_st"] == pytest.approx(delta)
+    assert coupled["classes_negative_transfer"] == (delta < 0)
     assert st["classes_accuracy"][1] >= 0  # std over the 2 seeds
     # per-task best epoch: multi-task rows only; with one epoch the own best epoch is the selected one
     assert "own best epoch" in table
@@ -489,12 +488,12 @@ print(json.load(open(f"{out}/summary.json"))["replicas"])
 
 def test_mirrored_strategy_from_the_command_line_equals_the_one_device_step(demo_data, tmp_path):
     """train --strategy mirrored on two logical CPUs (a fresh process) trains on 2 replicas, and after its first
-    step (global batch 16, SGD, BN-free small CNN without dropout) the weights equal those of --strategy
-    one-device and of the default strategy on the same data: every strategy draws the same batches."""
+    step (global batch 16, SGD, BN-free small CNN without dropout) the weights equal those of the default strategy
+    on the same data: both draw the same batches."""
     script = tmp_path / "mirrored_train.py"
     script.write_text(MIRRORED_TRAIN)
     weights = {}
-    for strategy in ("mirrored", "one-device", "auto"):
+    for strategy in ("mirrored", "auto"):
         out = tmp_path / strategy
         done = subprocess.run([sys.executable, str(script), str(REPO), str(demo_data), str(out), strategy],
                               capture_output=True, text=True, timeout=600)
@@ -504,9 +503,8 @@ def test_mirrored_strategy_from_the_command_line_equals_the_one_device_step(demo
         weights[strategy] = [loaded[k] for k in loaded.files]
     summary = json.loads((tmp_path / "mirrored" / "summary.json").read_text())
     assert summary["strategy"] == "MirroredStrategy" and summary["replicas"] == 2
-    for other in ("one-device", "auto"):
-        for a, b in zip(weights["mirrored"], weights[other]):
-            np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(weights["mirrored"], weights["auto"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
     with open(tmp_path / "mirrored" / "history.csv") as handle:
         assert np.isfinite(float(next(csv.DictReader(handle))["loss"]))
 

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
     run = root / "run"
     assert train.main(["--database", "demo", "--data", str(root / "data"), "--out", str(run), "--setting", "nc",
-                       "--epochs", "1", *TINY]) == 0
+                       "--epochs", "1", *TINY, "--set", "run_eagerly=true"]) == 0
     assert export.main(["--run", str(run), "--format", "onnx"]) == 0
     return root
 

@@ -143,27 +143,36 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         keras.utils.set_random_seed(0)
         with strategy.scope():
             model = make_model(backbone_without_batchnorm(), coupling=("dm", "sca"), weighting=method)
-            model.compile(optimizer=keras.optimizers.SGD(0.1))
+            # the reference step runs eagerly (no graph to trace); the mirrored one compiled, as a run trains
+            model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=strategy is single_device)
         x, y = partial_data(n=16)
-        y["classes"][5:8] = -1  # unequal labels per replica
+        y["classes"][5:8] = -1  # unequal labels per replica: 5 of the first 8 images have a class label, 3 of the last
         y["classes"][8:11] = np.array([1, 2, 3])
-        logs = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
-        return {k: float(v[0]) for k, v in logs.items()}
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        logs = {k: float(v[0]) for k, v in model.fit(x, y, batch_size=16, epochs=1, shuffle=False,
+                                                     verbose=0).history.items()}
+        logs["moved"] = max(float(np.abs(v.numpy() - b).max()) for v, b in zip(model.trainable_variables, before))
+        return logs, [v.numpy() for v in model.trainable_variables]
+
+    def both(method):
+        (single, a), (mirrored, b) = one_step(single_device, method), one_step(mirrored_strategy, method)
+        mirrored["weights_vs_single"] = max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+        return {"single": single, "mirrored": mirrored}
 
     # one strategy object per process: a second MirroredStrategy would reuse collective instance keys
-    single_device, mirrored = (tf.distribute.OneDeviceStrategy("/cpu:0"),
-                               tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    single_device, mirrored_strategy = (tf.distribute.OneDeviceStrategy("/cpu:0"),
+                                        tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     from dmtl.weighting import REGISTRY
-    result = {method: {"single": one_step(single_device, method), "mirrored": one_step(mirrored, method)}
-              for method in REGISTRY}
+    result = {method: both(method) for method in REGISTRY}
     print(json.dumps(result))
 """)
 
 
 def test_every_weighting_under_mirrored_strategy_equals_the_single_device_step(tmp_path):
-    """One fit step on two logical CPUs, for every registered weighting: finite losses, and the losses and the
-    method's logged weights equal the single-device step's (MGDA-UB's all-reduced Gram matrix, GradNorm's and
-    DWA's state updates, the gradient-level methods' globally summed task gradients)."""
+    """One fit step on two logical CPUs, for every registered weighting: finite losses, and the losses, metrics,
+    the method's logged weights and the updated model weights equal the single-device step's (equal weighting's
+    per-replica masked means, MGDA-UB's all-reduced Gram matrix, GradNorm's and DWA's state updates, the
+    gradient-level methods' globally summed task gradients)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = tmp_path / "mirrored_weighting.py"
     script.write_text(MIRRORED_SCRIPT)
@@ -172,9 +181,11 @@ def test_every_weighting_under_mirrored_strategy_equals_the_single_device_step(t
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for method, runs in result.items():
         single, mirrored = runs["single"], runs["mirrored"]
-        for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss"):
+        for key in ("loss", "classes_loss", "attributes_loss", "dm_loss", "sca_loss", "classes_accuracy",
+                    "classes_macro_f1", "attributes_mean_f1", "attributes_afa"):
             assert np.isfinite(mirrored[key]), (method, key)
             assert mirrored[key] == pytest.approx(single[key], rel=1e-4), (method, key)
+        assert single["moved"] > 1e-4 and mirrored["weights_vs_single"] < 1e-4, (method, runs)
         for key in [k for k in single if k.startswith(f"{method}_weight_")]:
             assert mirrored[key] == pytest.approx(single[key], abs=1e-4), (method, key, runs)
     assert {"mgda_weight_classes", "pcgrad_weight_classes", "nash_mtl_weight_classes"} <= {
