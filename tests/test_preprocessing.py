@@ -250,6 +250,9 @@ def test_retinaface_runs_one_forward_pass_on_random_weights(tmp_path, shared_dat
 # ---------------------------------------------------------------- MTCNN on real faces, through the build
 
 
+JAFFE_MTCNN = pytest.mark.xdist_group("jaffe_mtcnn")  # one worker builds the fixture once
+
+
 @pytest.fixture(scope="module")
 def jaffe_mtcnn_build(shared_data, tmp_path_factory):
     """All 213 JAFFE faces (train) and no-face.jpg (test) built with MTCNN in this process (~20 s)."""
@@ -264,6 +267,7 @@ def jaffe_mtcnn_build(shared_data, tmp_path_factory):
     return out, summary, pd.read_csv(out / "manifest.csv", keep_default_na=False, na_values=[""])
 
 
+@JAFFE_MTCNN
 def test_mtcnn_finds_faces_in_jaffe(jaffe_mtcnn_build):
     _, summary, manifest = jaffe_mtcnn_build
     jaffe = manifest[manifest["image"].str.contains("/jaffe/")]
@@ -272,6 +276,7 @@ def test_mtcnn_finds_faces_in_jaffe(jaffe_mtcnn_build):
     assert set(jaffe["detector"]) == {"mtcnn"} and summary["detector"] == "mtcnn"
 
 
+@JAFFE_MTCNN
 def test_no_face_image_is_recorded_as_no_face(jaffe_mtcnn_build):
     out, summary, manifest = jaffe_mtcnn_build
     row = manifest[manifest["image"].str.endswith("no-face.jpg")].iloc[0]
@@ -281,6 +286,7 @@ def test_no_face_image_is_recorded_as_no_face(jaffe_mtcnn_build):
     assert info["splits"]["test"]["examples"] == 0 and info["status_counts"]["no_face"] >= 1
 
 
+@JAFFE_MTCNN
 def test_detected_landmarks_land_on_the_template(jaffe_mtcnn_build):
     _, _, manifest = jaffe_mtcnn_build
     from dmtl.preprocessing.process import LANDMARK_COLUMNS
@@ -295,6 +301,7 @@ def test_detected_landmarks_land_on_the_template(jaffe_mtcnn_build):
     assert np.median(errors.mean(axis=1)) < 3.0 and np.percentile(errors.mean(axis=1), 95) < 5.0
 
 
+@JAFFE_MTCNN
 def test_redetected_aligned_faces_sit_on_the_template(jaffe_mtcnn_build):
     import tensorflow as tf
 
