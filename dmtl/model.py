@@ -28,7 +28,7 @@ from dmtl import coupling as coupling_lib
 from dmtl import losses, metrics
 from dmtl.models.heads import TaskHead
 from dmtl.weighting import get_weighting
-from dmtl.weighting.distribute import num_replicas, replica_sum
+from dmtl.weighting.distribute import num_replicas, per_step, replica_sum
 
 TASKS = ("classes", "attributes")
 DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0}
@@ -236,7 +236,7 @@ class MultiTaskModel(keras.Model):
         """What the weighting does not combine: the couplings (ramped if configured) and layer losses."""
         total = self.coupling_total(terms)
         if self.losses:
-            total = total + ops.sum(self.losses)
+            total = total + per_step(ops.sum(self.losses))
         return total
 
     def _total_loss(self, terms, tape, features, counts):
@@ -311,7 +311,7 @@ class MultiTaskModel(keras.Model):
         else:
             total = self.plain_total(terms)
             if self.losses:
-                total = total + ops.sum(self.losses)
+                total = total + per_step(ops.sum(self.losses))
         counts["loss"] = replica_sum(ops.cast(ops.shape(x)[0], "float32"))
         self._track_losses(total, terms, counts)
         return total

@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--verbose", "0"]
 # runs whose point is the plumbing around training: the steps run eagerly (a two-step run would spend its time
 # tracing graphs) and no export is written (the tests that check exports keep both)
-EAGER = ["--set", "run_eagerly=true"]
-SWEEP = [*EAGER, "--set", "export_formats=[]"]
 SWEEP_OPTIONS = {"run_eagerly": True, "export_formats": []}
+EAGER = ["--set", "run_eagerly=true"]
+SWEEP = [*EAGER, "--set", "export_formats=[]"]  # SWEEP_OPTIONS on the command line
 
 
 @pytest.fixture(scope="module")

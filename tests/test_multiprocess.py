@@ -28,15 +28,14 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-_COMPILED = {}  # the module's JAX compilation cache folder (set by the data fixture)
-
-
-def _env(**extra):
-    # one persistent JAX compilation cache for the module: a relaunched job (the resume) and the later tests load
-    # the train step's compiled program instead of compiling it again (~25 s of CPU per process here)
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(_COMPILED["dir"]), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+def _env(data=None, **extra):
+    """A JAX process's environment; with ``data`` (the module's build), one persistent JAX compilation cache beside
+    it: a relaunched job (the resume) and the later tests load the train step's compiled program instead of
+    compiling it again (~25 s of CPU per process here)."""
+    cache = {} if data is None else {"JAX_COMPILATION_CACHE_DIR": str(Path(data).parent / "jax-cache"),
+                                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     return {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": str(REPO), **(cache if _COMPILED else {}), **extra}
+            "PYTHONPATH": str(REPO), **cache, **extra}
 
 
 def _start(data, out, process, port, epochs, timeout=20, extra=()):
@@ -46,7 +45,7 @@ def _start(data, out, process, port, epochs, timeout=20, extra=()):
                str(epochs), "--strategy", "multi-process", "--coordinator", f"127.0.0.1:{port}",
                "--num-processes", "2", "--process-id", str(process), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(DMTL_HEARTBEAT_TIMEOUT=str(timeout), TMPDIR=str(scratch)))
+                            env=_env(data, DMTL_HEARTBEAT_TIMEOUT=str(timeout), TMPDIR=str(scratch)))
 
 
 def _weights(path):
@@ -63,7 +62,6 @@ def data(tmp_path_factory):
     from dmtl.preprocessing import build
 
     root = tmp_path_factory.mktemp("multiprocess")
-    _COMPILED["dir"] = root / "jax-cache"
     demo.generate(root / "raw", n_train_classes=24, n_train_attributes=24, n_val=10, n_test=12, seed=0)
     build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
     return root / "data"
@@ -82,7 +80,7 @@ def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
     one = tmp_path / "one"
     done = subprocess.run([sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(one),
                            "--epochs", "2", *NO_EXPORT], capture_output=True, text=True, timeout=600,
-                          env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+                          env=_env(data, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert done.returncode == 0, done.stderr[-3000:]
     reference = json.loads((one / "summary.json").read_text())
     assert reference["replicas"] == 2 and reference["processes"]["processes"] == 1

@@ -139,10 +139,16 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from tests.test_model import backbone_without_batchnorm, make_model, partial_data
 
+    def backbone_with_layer_loss():  # an L2 kernel regulariser: a layer loss counted once per step
+        inputs = keras.Input((24, 24, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs))
+        return keras.Model(inputs, keras.layers.Dense(16, activation="relu", kernel_regularizer="l2")(x))
+
     def one_step(strategy, method):
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = make_model(backbone_without_batchnorm(), coupling=("dm", "sca"), weighting=method)
+            backbone = backbone_with_layer_loss() if method == "ew+l2" else backbone_without_batchnorm()
+            model = make_model(backbone, coupling=("dm", "sca"), weighting=method.split("+")[0])
             # the reference step runs eagerly (no graph to trace); the mirrored one compiled, as a run trains
             model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=strategy is single_device)
         x, y = partial_data(n=16)
@@ -163,7 +169,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     single_device, mirrored_strategy = (tf.distribute.OneDeviceStrategy("/cpu:0"),
                                         tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
     from dmtl.weighting import REGISTRY
-    result = {method: both(method) for method in REGISTRY}
+    result = {method: both(method) for method in [*REGISTRY, "ew+l2"]}
     print(json.dumps(result))
 """)
 
@@ -186,7 +192,7 @@ def test_every_weighting_under_mirrored_strategy_equals_the_single_device_step(t
             assert np.isfinite(mirrored[key]), (method, key)
             assert mirrored[key] == pytest.approx(single[key], rel=1e-4), (method, key)
         assert single["moved"] > 1e-4 and mirrored["weights_vs_single"] < 1e-4, (method, runs)
-        for key in [k for k in single if k.startswith(f"{method}_weight_")]:
+        for key in [k for k in single if k.startswith(f"{method.split('+')[0]}_weight_")]:
             assert mirrored[key] == pytest.approx(single[key], abs=1e-4), (method, key, runs)
     assert {"mgda_weight_classes", "pcgrad_weight_classes", "nash_mtl_weight_classes"} <= {
         k for runs in result.values() for k in runs["single"]}

@@ -25,7 +25,7 @@ from keras import layers, ops
 from dmtl.architectures.base import Architecture, ModelSpec
 from dmtl.model import MultiTaskModel
 from dmtl.models import build_backbone
-from dmtl.weighting.distribute import num_replicas
+from dmtl.weighting.distribute import num_replicas, per_step
 
 
 def decoder_network(image_shape, label_dim: int, latent_dim: int, width: int = 64) -> keras.Model:
@@ -160,7 +160,7 @@ class JointDistributionModel(MultiTaskModel):
             adversarial = (_bce_logits(encoder_scores, 0.0) + _bce_logits(decoder_scores, 1.0)) / replicas
             total = supervised + self.lambda_joint * adversarial
             if self.losses:
-                total = total + ops.sum(self.losses)
+                total = total + per_step(ops.sum(self.losses))
             scaled = self.optimizer.scale_loss(total)
         gradients = tape.gradient(scaled, [*generator_variables, *decoder_variables])
         self.optimizer.apply(gradients[:len(generator_variables)], generator_variables)

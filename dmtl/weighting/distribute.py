@@ -15,6 +15,14 @@ def num_replicas() -> int:
     return 1 if context is None else context.num_replicas_in_sync
 
 
+def per_step(value):
+    """A term counted once per step (a method's regulariser, the layers' own losses), as each replica adds it: 1/R
+    of it. Each replica's task loss is already its share of the global masked mean (the shares sum to it), so a
+    term added whole on every replica would count R times in a mirrored step."""
+    replicas = num_replicas()
+    return value if replicas == 1 else value / replicas
+
+
 def replica_sum(value):
     """Sums a per-replica tensor over the replicas in sync (identity without a distribution strategy)."""
     if num_replicas() == 1:

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from dmtl.weighting.base import GramWeighting
-from dmtl.weighting.distribute import attach_state, num_replicas
+from dmtl.weighting.distribute import attach_state, per_step
 from dmtl.weighting.gram import norms, safe_divide
 
 
@@ -71,12 +71,11 @@ class IMTL(GramWeighting):
         if not self.loss_balance:
             return task_losses
         out = {}
-        replicas = num_replicas()  # a replica's L_t is its share of the global mean; -s_t is one per step
         for i, task in enumerate(self.tasks):
             if task in task_losses:
                 s = tf.cast(self.scales[i], tf.float32)
                 on = tf.cast(present[task], tf.float32)
-                out[task] = tf.exp(s) * task_losses[task] - on * s / replicas  # an absent task leaves s alone
+                out[task] = tf.exp(s) * task_losses[task] - per_step(on * s)  # an absent task leaves s alone
         return out
 
     def coefficients(self, gram, losses, present):

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from dmtl.weighting.base import Weighting
-from dmtl.weighting.distribute import attach_state, num_replicas
+from dmtl.weighting.distribute import attach_state, per_step
 
 
 class UncertaintyWeighting(Weighting):
@@ -34,15 +34,12 @@ class UncertaintyWeighting(Weighting):
 
     def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
         total, logs = 0.0, {}
-        # each replica's task loss is its share of the global masked mean (the shares sum to it), while the
-        # regulariser is one per step: each replica adds 1/R of it, or a mirrored step would count it R times
-        replicas = num_replicas()
         for i, task in enumerate(self.tasks):
             if task not in task_losses:
                 continue
             s = ops.cast(self.log_variances[i], "float32")
             weight = 0.5 * ops.exp(-s)
             on = ops.cast(present[task], "float32") if present is not None else 1.0
-            total = total + on * (weight * task_losses[task] + 0.5 * s / replicas)
+            total = total + on * (weight * task_losses[task] + per_step(0.5 * s))
             logs[f"uw_weight_{task}"] = weight
         return total, logs
