@@ -48,7 +48,8 @@ def main(argv=None) -> int:
         writer.write(cv2.imread(str(frame)))
     writer.release()
     models = {"keras": run, "savedmodel": run / "export", "onnx": run / "export-onnx"}
-    predictors = {name: inference.load(path) for name, path in models.items()}
+    predictors = {name: inference.load(path, trust_savedmodel=name == "savedmodel")  # the bench's own export
+                  for name, path in models.items()}
     detector = make_detector(args.detector)
     inputs = {"photos": photos, "video": [video]}
     times = {}

@@ -64,8 +64,66 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 EXPORT_FORMATS = ("savedmodel", "onnx", "litert")
 
 
+MAX_SHOWN = 200  # characters of a value an error message quotes
+MAX_DEPTH = 32  # nesting levels a config file may have
+MAX_MESSAGE = 1000
+
+
 class ConfigError(ValueError):
-    """A configuration that cannot run: unknown key or name, wrong type, incompatible choices."""
+    """A configuration that cannot run: unknown key or name, wrong type, incompatible choices (one line, at most
+    :data:`MAX_MESSAGE` characters, whatever value it quotes)."""
+
+    def __init__(self, message=""):
+        message = str(message)
+        super().__init__(message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE - 1] + "…")
+
+
+def shown(value) -> str:
+    """``repr(value)`` cut to :data:`MAX_SHOWN` characters, computed in bounded time whatever its size (a value
+    that is deeply nested or shares parts many times is abbreviated as it is walked)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 4, MAX_SHOWN, MAX_SHOWN
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 12
+    text = short.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
+
+
+class _Refused(Exception):
+    """What :class:`_ConfigLoader` refuses (a YAML alias, too deep a nesting)."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (a config has no use for them, and a few bytes of nested aliases expand
+    to gigabytes: the "billion laughs") and with at most :data:`MAX_DEPTH` levels of nesting."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"YAML aliases (*{shown(event.anchor)[1:-1]}, line {event.start_mark.line + 1}) are not "
+                           f"allowed in a config: write the value out")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels (line {mark.line + 1}, column "
+                               f"{mark.column + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def load_yaml(text: str):
+    """``text`` parsed as a config's YAML (:class:`_ConfigLoader`); raises ``_Refused`` or ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes every value out in full (the loader refuses aliases)."""
+
+    def ignore_aliases(self, data):
+        return True
 
 
 def config_dir():
@@ -75,14 +133,23 @@ def config_dir():
 
 def _read(path) -> dict:
     try:
-        text = Path(path).read_text() if not hasattr(path, "read_text") else path.read_text()
+        raw = Path(path).read_bytes() if not hasattr(path, "read_bytes") else path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder") from None
     try:
-        data = yaml.safe_load(text) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at position {error.start}): save "
+                          f"it as UTF-8") from None
+    try:
+        data = load_yaml(text) or {}
+    except _Refused as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first[:MAX_SHOWN]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file is a mapping of keys to values")
     return data
@@ -94,17 +161,19 @@ def parse_set(items) -> dict:
     for item in items or ():
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {shown(item)}")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else None
+            parsed = load_yaml(value) if value.strip() else None
+        except _Refused as error:
+            raise ConfigError(f"--set {key}: {error}") from None
         except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
+            raise ConfigError(f"--set {key}: value {shown(value)} is not valid YAML") from None
         node = out
         parts = [p.strip() for p in key.strip().split(".")]
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {part!r} is set both as a value and as a mapping")
+                raise ConfigError(f"--set {key}: {shown(part)} is set both as a value and as a mapping")
         node[parts[-1]] = parsed
     return out
 
@@ -131,7 +200,7 @@ def expand_method(layer: dict, source: str = "config") -> dict:
         return layer
     methods = method_shorthands()
     if method not in methods:
-        raise ConfigError(f"{source}: unknown method {method!r}; choose from {sorted(methods)}")
+        raise ConfigError(f"{source}: unknown method {shown(method)}; choose from {sorted(methods)}")
     *axes, options_axis = methods[method]
     for axis, value in zip(AXES, axes):
         layer.setdefault(axis, value)
@@ -171,12 +240,17 @@ def merge(base: dict, override: dict, source: str = "override") -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
         if key not in out:
-            raise ConfigError(f"{source}: unknown config key {key!r} (see dmtl/configs/base.yaml)")
+            raise ConfigError(f"{source}: unknown config key {shown(key)} (see dmtl/configs/base.yaml)")
         if key in NESTED and isinstance(value, dict) and isinstance(out[key], dict):
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def check_layer(layer: dict, source: str) -> None:
+    """Raises a ConfigError naming ``source`` when ``layer`` has a key the configuration does not."""
+    merge(base_config(), _layer(layer, str(source)), str(source))
 
 
 def base_config() -> dict:
@@ -209,7 +283,7 @@ def resolve(database: str | None = None, config_file=None, overrides: dict | Non
         else:
             from dmtl.databases import available
             if database not in available():
-                raise ConfigError(f"unknown database {database!r}; choose from {sorted(set(available()) | set(databases_with_configs()))} "
+                raise ConfigError(f"unknown database {shown(database)}; choose from {sorted(set(available()) | set(databases_with_configs()))} "
                                   f"(or pass a --config file for your own)")
         config["database"] = database
     if file_config is not None:
@@ -247,9 +321,9 @@ def couplings_of(config: dict) -> list[dict]:
             elif isinstance(options, dict):
                 chosen[name] = {**chosen.get(name, {}), **options}
             else:
-                raise ConfigError(f"coupling.{name}: expected a mapping of options, true or false, got {options!r}")
+                raise ConfigError(f"coupling.{name}: expected a mapping of options, true or false, got {shown(options)}")
     else:
-        raise ConfigError(f"coupling: expected a mapping, a list of names or none, got {given!r}")
+        raise ConfigError(f"coupling: expected a mapping, a list of names or none, got {shown(given)}")
     out = []
     for name, options in chosen.items():
         options = dict(options)
@@ -266,7 +340,7 @@ def auxiliary_of(config: dict) -> list[dict]:
 
     given = config.get("auxiliary") or {}
     if not isinstance(given, dict):
-        raise ConfigError(f"auxiliary: expected a mapping of term names to options, got {given!r}")
+        raise ConfigError(f"auxiliary: expected a mapping of term names to options, got {shown(given)}")
     out = []
     for name, options in given.items():
         if options is False:
@@ -274,14 +348,14 @@ def auxiliary_of(config: dict) -> list[dict]:
         if options is None or options is True:
             options = {}
         if not isinstance(options, dict):
-            raise ConfigError(f"auxiliary.{name}: expected a mapping of options, true or false, got {options!r}")
+            raise ConfigError(f"auxiliary.{name}: expected a mapping of options, true or false, got {shown(options)}")
         cls = coupling_lib.coupling_class(name)
         if not cls.auxiliary:
-            raise ConfigError(f"auxiliary: {name!r} is a coupling of the paper, set by coupling_recipe / coupling "
+            raise ConfigError(f"auxiliary: {shown(name)} is a coupling of the paper, set by coupling_recipe / coupling "
                               f"in setting c (auxiliary terms: "
                               f"{sorted(n for n in coupling_lib.REGISTRY if coupling_lib.coupling_class(n).auxiliary)})")
         if config["setting"] not in ("nc", "c"):
-            raise ConfigError(f"auxiliary term {name!r} needs both tasks: setting nc or c, not {config['setting']!r}")
+            raise ConfigError(f"auxiliary term {shown(name)} needs both tasks: setting nc or c, not {shown(config['setting'])}")
         out.append({"name": name, **options})
     return out
 
@@ -303,7 +377,7 @@ def _check_range(key: str, value, low, low_in, high, high_in) -> None:
     if not ok:
         lower = "" if low is None else f"{'>=' if low_in else '>'} {low}"
         upper = "" if high is None else f"{'<=' if high_in else '<'} {high}"
-        raise ConfigError(f"{key} must be {' and '.join(x for x in (lower, upper) if x)}, got {value!r}")
+        raise ConfigError(f"{key} must be {' and '.join(x for x in (lower, upper) if x)}, got {shown(value)}")
 
 
 def check_ranges(config: dict) -> None:
@@ -315,10 +389,10 @@ def check_ranges(config: dict) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
                                   value < (1 if key == "steps_per_epoch" else 0)):
             raise ConfigError(f"{key} must be null or an integer >= {1 if key == 'steps_per_epoch' else 0}, "
-                              f"got {value!r}")
+                              f"got {shown(value)}")
     for task, weight in (config["loss_weights"] or {}).items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise ConfigError(f"loss_weights.{task} must be a number >= 0, got {weight!r}")
+            raise ConfigError(f"loss_weights.{task} must be a number >= 0, got {shown(weight)}")
         _check_range(f"loss_weights.{task}", weight, 0, True, None, None)
     if config["input_size"] is not None:
         from dmtl.models import input_sizes
@@ -326,14 +400,14 @@ def check_ranges(config: dict) -> None:
             low, high = input_sizes(config["backbone"])
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        _check_range(f"input_size (backbone {config['backbone']!r})", config["input_size"], low, True, high, True)
+        _check_range(f"input_size (backbone {shown(config['backbone'])})", config["input_size"], low, True, high, True)
 
 
 def validate(config: dict) -> None:
     """Checks names, types, ranges and the compatibility of the method axes and couplings (before any run
     folder)."""
     if config["setting"] not in SETTINGS:
-        raise ConfigError(f"setting {config['setting']!r} not in {SETTINGS}")
+        raise ConfigError(f"setting {shown(config['setting'])} not in {SETTINGS}")
     if config["database"] is None:
         raise ConfigError("no database: pass --database NAME (e.g. demo) or a --config file that names one")
     for key, kind in _TYPES.items():
@@ -342,22 +416,22 @@ def validate(config: dict) -> None:
             continue  # the data's own size
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or (
                 kind is int and not float(value).is_integer()):
-            raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            raise ConfigError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {shown(value)}")
     check_ranges(config)
     formats = config["export_formats"]
     if not isinstance(formats, list) or any(f not in EXPORT_FORMATS for f in formats) or len(set(formats)) < len(
             formats):
         raise ConfigError(f"export_formats must be a list of distinct formats from {list(EXPORT_FORMATS)} ([] for "
-                          f"none), got {formats!r}")
+                          f"none), got {shown(formats)}")
     for key in ("jit_compile", "run_eagerly"):
         if not isinstance(config[key], bool):
-            raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
+            raise ConfigError(f"{key} must be true or false, got {shown(config[key])}")
     if config["jit_compile"] and config["run_eagerly"]:
         raise ConfigError("jit_compile and run_eagerly exclude each other: XLA compiles the step that run_eagerly "
                           "runs as Python")
     for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
         if config[key] not in allowed:
-            raise ConfigError(f"{key} must be one of {list(allowed)}, got {config[key]!r}")
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {shown(config[key])}")
     unknown = set(config["loss_weights"] or {}) - {"classes", "attributes"}
     if unknown:
         raise ConfigError(f"loss_weights: unknown task(s) {sorted(unknown)} (classes, attributes; coupling weights "
@@ -382,10 +456,10 @@ def validate(config: dict) -> None:
     for axis, names in accepted.items():
         options = config[f"{axis}_options"] or {}
         if not isinstance(options, dict):
-            raise ConfigError(f"{axis}_options must be a mapping, got {options!r}")
+            raise ConfigError(f"{axis}_options must be a mapping, got {shown(options)}")
         unknown = sorted(set(options) - set(names))
         if unknown:
-            raise ConfigError(f"{axis}_options: unknown option(s) {unknown} for {config[axis]!r} "
+            raise ConfigError(f"{axis}_options: unknown option(s) {unknown} for {shown(config[axis])} "
                               f"(accepted: {sorted(names) or 'none'})")
     from dmtl.data import augment, mixaugment
     try:
@@ -418,7 +492,7 @@ def check_combination(config: dict, weighting=None, architecture=None, completio
 
 def save(config: dict, path) -> None:
     from dmtl.io import write_text
-    write_text(path, yaml.safe_dump(config, sort_keys=True))
+    write_text(path, yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=True))
 
 
 def load(path) -> dict:

@@ -21,12 +21,24 @@ CLASS_KEYS = ("accuracy", "average_accuracy", "macro_f1")
 ATTRIBUTE_KEYS = ("mean_f1", "mean_accuracy", "afa")
 
 
-def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=None) -> dict:
-    """Computes and writes the run's metrics on ``split``; returns the metrics dictionary."""
+def evaluate_run(run_dir, data=None, split="test", model="keras", batch_size=None,
+                 trust_savedmodel: bool = False) -> dict:
+    """Computes and writes the run's metrics on ``split`` under the run's lock (no training or export of the same
+    run meanwhile); returns the metrics dictionary. ``model="export"`` loads the run's SavedModel only when
+    trusted (:func:`dmtl.export.check_trusted`)."""
+    from dmtl.lock import FolderLock
+
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    with FolderLock(run_dir, "dmtl run, export or evaluation"):
+        return _evaluate_run(run_dir, data, split, model, batch_size, trust_savedmodel)
+
+
+def _evaluate_run(run_dir: Path, data, split, model, batch_size, trust_savedmodel) -> dict:
     config = config_lib.load(run_dir / "config.yaml")
     dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)] if data else data_dirs(config)
-    predict, class_names, attribute_names = load_predictor(run_dir, model)
+    predict, class_names, attribute_names = load_predictor(run_dir, model, trust_savedmodel=trust_savedmodel)
     plan = DataPlan.of_config(config, dirs, class_names, attribute_names)  # the run's folders, tasks, fold
     batch_size = batch_size or config["batch_size"]
     size = input_size(run_dir, config)

@@ -23,6 +23,8 @@ import tensorflow as tf
 from dmtl.config import EXPORT_FORMATS as FORMATS  # one list: the config checks export_formats against it
 
 LABELS_FILE = "labels.json"
+METADATA_FILE = "dmtl_model.json"
+"""Beside every export (``dmtl export``): how to feed the model and read its outputs (one JSON for every format)."""
 
 
 def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
@@ -84,6 +86,33 @@ def export_serving(model, path, image_size, extra: dict | None = None) -> Path:
     return path
 
 
+class UntrustedModel(ValueError):
+    """A SavedModel the user has not said they trust (it runs the TensorFlow ops stored in it when loaded)."""
+
+
+def check_trusted(path, trust: bool, run_dir=None, command: str = "predict") -> None:
+    """Refuses to load the SavedModel in ``path`` unless ``trust`` (``--trust-savedmodel``), or its metadata
+    carries the SHA-256 of ``run_dir``'s ``config.yaml`` (a run folder the user pointed at wrote it). A SavedModel
+    runs arbitrary TensorFlow ops (file writes, say) when loaded and called; ``.keras`` files load in Keras's safe
+    mode and ONNX files run in onnxruntime, so those are the default routes."""
+    import hashlib
+
+    if trust:
+        return
+    path = Path(path)
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        sha = hashlib.sha256((Path(run_dir) / "config.yaml").read_bytes()).hexdigest()
+        for name in (METADATA_FILE, LABELS_FILE):
+            try:
+                if json.loads((path / name).read_text()).get("config_sha256") == sha:
+                    return
+            except (OSError, ValueError, AttributeError):
+                continue
+    raise UntrustedModel(f"{path} is a SavedModel, which runs whatever TensorFlow ops it holds when loaded: pass "
+                         f"--trust-savedmodel if you trust its source, or use the ONNX export (dmtl export --format "
+                         f"onnx) or the run folder (model.keras, loaded in Keras's safe mode)")
+
+
 class ServingModel:
     """Predicts with an exported SavedModel using TensorFlow alone (no dmtl classes)."""
 
@@ -106,7 +135,3 @@ class ServingModel:
         outputs = self._loaded.serve(tf.convert_to_tensor(images_uint8, tf.uint8))
         return {key: value.numpy() for key, value in outputs.items()}
 
-
-# ------------------------------------------------------------------ portable exports (dmtl export)
-METADATA_FILE = "dmtl_model.json"
-"""Beside every export: how to feed the model and read its outputs (one JSON for every format)."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-STATUSES = ("ok", "no_face", "unreadable", "missing")
+STATUSES = ("ok", "no_face", "unreadable", "missing", "not_a_file", "truncated")
 LANDMARK_COLUMNS = [f"{name}_{axis}" for name in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
                     for axis in "xy"]
 
@@ -42,8 +44,10 @@ class Predictor:
         return self.run(faces)
 
 
-def load(path) -> Predictor:
-    """A :class:`Predictor` for a run folder, a SavedModel export folder, an ONNX export folder or ``.onnx`` file."""
+def load(path, trust_savedmodel: bool = False) -> Predictor:
+    """A :class:`Predictor` for a run folder, a SavedModel export folder, an ONNX export folder or ``.onnx`` file.
+    A SavedModel runs the TensorFlow ops stored in it, so it loads only with ``trust_savedmodel``
+    (:func:`dmtl.export.check_trusted`); ``.keras`` loads in Keras's safe mode, ONNX in onnxruntime."""
     path = Path(path)
     if path.suffix == ".onnx" and path.is_file():
         path = path.parent
@@ -63,7 +67,9 @@ def load(path) -> Predictor:
 
         return _predictor(run_onnx, metadata, "onnx")
     if (path / "saved_model.pb").is_file():
-        from dmtl.export import LABELS_FILE, ServingModel
+        from dmtl.export import LABELS_FILE, ServingModel, check_trusted
+
+        check_trusted(path, trust_savedmodel)
 
         served = ServingModel(path)
         if metadata is None:  # an export written by dmtl train: labels.json only
@@ -112,14 +118,24 @@ class Item:
     reason: str = ""
 
 
-def expand(inputs) -> list[Path]:
-    """Files to read: the paths given, folders searched recursively for images and videos (sorted)."""
+def expand(inputs, unreadable: list | None = None) -> list[Path]:
+    """Files to read: the paths given, folders searched recursively for images and videos (sorted; only regular
+    files: a pipe or a device in a folder is left out). Folders that cannot be listed are appended to
+    ``unreadable``."""
     out = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in
-                          IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            found = []
+
+            def note(error, path=path):
+                if unreadable is not None:
+                    unreadable.append(error.filename or str(path))
+
+            for folder, _, names in os.walk(path, onerror=note):
+                found += [Path(folder) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+                          and (Path(folder) / n).is_file()]
+            out += sorted(found)
         else:
             out.append(path)
     return out
@@ -130,6 +146,9 @@ def read(path: Path, every: int = 1):
     if not path.exists():
         yield Item(str(path), status="missing", reason="no such file")
         return
+    if not path.is_file():  # a folder given as a file, a pipe, a device: reading it could block forever
+        yield Item(str(path), status="not_a_file", reason="not a regular file")
+        return
     if path.suffix.lower() in VIDEO_SUFFIXES:
         import cv2
 
@@ -138,6 +157,7 @@ def read(path: Path, every: int = 1):
             yield Item(str(path), status="unreadable", reason="OpenCV cannot open this video")
             return
         fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         index, seen = 0, False
         try:
             while True:
@@ -153,6 +173,9 @@ def read(path: Path, every: int = 1):
             capture.release()
         if not seen:
             yield Item(str(path), status="unreadable", reason="the video has no readable frame")
+        elif 0 < index < expected:  # the decoder stopped early: a cut or damaged file
+            yield Item(str(path), index, index / fps if fps > 0 else math.nan, status="truncated",
+                       reason=f"the decoder stopped after frame {index - 1} of the {expected} the file announces")
         return
     from dmtl.preprocessing.images import ImageLoadError, load_rgb
 
@@ -165,7 +188,7 @@ def read(path: Path, every: int = 1):
 
 def count_frames(path: Path, every: int) -> int:
     """How many items :func:`read` yields for ``path`` (for the progress bar; 1 for an image)."""
-    if path.suffix.lower() not in VIDEO_SUFFIXES or not path.exists():
+    if path.suffix.lower() not in VIDEO_SUFFIXES or not path.is_file():
         return 1
     import cv2
 
@@ -264,7 +287,10 @@ def draw(rgb: np.ndarray, found: list[FoundFace], rows: list[dict], predictor: P
 
 def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str | None = None,
             batch_size: int = 32, draw_dir=None, progress: bool = True, log=print) -> tuple[list[dict], dict]:
-    """Runs the model on every face of ``inputs``; returns ``(rows, counts)`` (see :func:`columns`)."""
+    """Runs the model on every face of ``inputs``; returns ``(rows, counts)`` (see :func:`columns`). Drawings go to ``draw_dir`` under each input's path relative
+    to the inputs' common folder (the caller has checked the folder: :func:`dmtl.outputs.check_drawings_folder`)."""
+    from dmtl import outputs as output_rules
+
     predictor = load(model) if not isinstance(model, Predictor) else model
     name = "none" if aligned else (detector or predictor.detector or "auto")
     face_detector = None
@@ -272,9 +298,15 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
         from dmtl.preprocessing.detectors import make_detector, resolve
 
         face_detector = make_detector(resolve(name))
-    files = expand(inputs)
+    unreadable: list = []
+    files = expand(inputs, unreadable)
+    for folder in unreadable:
+        log(f"predict: cannot read the folder {folder}: skipped")
     if not files:
         log("predict: no image or video found in the inputs")
+    root = output_rules.drawings_root(files)
+    if draw_dir is not None:
+        output_rules.mark_drawings_folder(Path(draw_dir))
     total = sum(count_frames(p, every) for p in files)
     from tqdm import tqdm
 
@@ -295,9 +327,10 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
             if draw_dir is not None and item.rgb is not None:
                 picture = draw(item.rgb, found, item_rows, predictor)
-                write_drawing(Path(draw_dir), item, picture, writers)
+                write_drawing(Path(draw_dir), item, picture, writers, root)
         pending.clear()
 
+    finished = False
     try:
         for path in files:
             for item in read(path, every):
@@ -312,25 +345,42 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
                     flush()
                 bar.update(1)
         flush()
+        finished = True
     finally:
         bar.close()
-        for writer in writers.values():
+        for writer, tmp, target in writers.values():  # a drawn video appears whole, or not at all
             writer.release()
+            if finished and tmp.is_file():
+                os.replace(tmp, target)
+            else:
+                tmp.unlink(missing_ok=True)
     counts["faces"] = counts.pop("ok")
+    if unreadable:
+        counts["unreadable_folders"] = len(unreadable)
     return rows, counts
 
 
-def write_drawing(folder: Path, item: Item, picture, writers: dict) -> None:
-    """Saves the drawn image (``NAME.jpg``) or appends the frame to the drawn video (``NAME.mp4``)."""
+def write_drawing(folder: Path, item: Item, picture, writers: dict, root: Path) -> None:
+    """Saves the drawn image (``REL/NAME.EXT.jpg``) or appends the frame to the drawn video (``REL/NAME.EXT.mp4``),
+    ``REL/NAME.EXT`` being the input's path relative to ``root``; images are written atomically, a video through
+    a temporary renamed when predict ends."""
     import cv2
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from dmtl.io import atomic_path
+    from dmtl.outputs import drawing_name
+
     source = Path(item.source)
     if source.suffix.lower() in VIDEO_SUFFIXES:
         if item.source not in writers:
+            target = folder / drawing_name(source, root, ".mp4")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{target.name}")
             h, w = picture.shape[:2]
-            writers[item.source] = cv2.VideoWriter(str(folder / f"{source.stem}.mp4"),
-                                                   cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
-        writers[item.source].write(picture)
+            writers[item.source] = (cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h)),
+                                    tmp, target)
+        writers[item.source][0].write(picture)
     else:
-        cv2.imwrite(str(folder / f"{source.stem}.jpg"), picture)
+        ok, encoded = cv2.imencode(".jpg", picture)
+        if ok:
+            with atomic_path(folder / drawing_name(source, root, ".jpg")) as tmp:
+                tmp.write_bytes(encoded.tobytes())

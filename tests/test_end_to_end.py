@@ -142,8 +142,11 @@ def test_killed_training_resumes_from_last_epoch(demo_data, tmp_path):
     done = len(history.read_text().strip().splitlines()) - 1
     assert 2 <= done < 4
     assert not (out / "summary.json").exists()
+    orphan = out / f"tmp-{process.pid}-0badf00d-best-classes.weights.h5"  # what a kill mid-save leaves
+    orphan.write_bytes(b"half a weights file")
     rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert not list(out.rglob(f"tmp-{process.pid}-*"))  # the killed process's temporaries are gone
     epochs = [int(row["epoch"]) for row in csv.DictReader(open(history))]
     assert epochs[-1] == 3 and len(epochs) <= 4 + 1  # resumed: did not start again at epoch 0 for all 4
     assert epochs.count(0) == 1

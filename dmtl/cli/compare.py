@@ -12,16 +12,24 @@ import argparse
 from dmtl.cli.common import add_config_arguments, fail, layers, standalone
 
 
+def _lists() -> dict:
+    """The help's lists, from the registries: method shorthands and coupling recipes."""
+    from dmtl import config, coupling
+    return {"methods": ",".join(config.method_shorthands()), "recipes": ",".join(f"c-{r}" for r in coupling.RECIPES)}
+
+
 def add_arguments(c: argparse.ArgumentParser) -> None:
+    lists = _lists()
     c.add_argument("--database", required=True, help="database or pair name (dmtl/configs/<name>.yaml)")
     c.add_argument("--data", nargs="+", help="built data folder(s); the demo builds its own")
     c.add_argument("--out", required=True, help="folder for results.md/csv/json/png and every run folder")
     c.add_argument("--settings", default="st,nc,c-printed,c-recommended",
                    help="rows: st (two single-task models), nc (no coupling), c (coupled, the configured recipe), "
-                        "c-RECIPE for any coupling recipe (default st,nc,c-printed,c-recommended)")
-    c.add_argument("--methods", default="", help="extra NC MT rows, one per method shorthand: mgda,gradnorm,tr,"
-                                                 "adashare,st-t,mtpsl,aal,jdl (auxiliary.<term> options given with "
-                                                 "--set configure that method's row only)")
+                        f"c-RECIPE for any coupling recipe: {lists['recipes']} (default st,nc,c-printed,"
+                        "c-recommended)")
+    c.add_argument("--methods", default="", help=f"extra NC MT rows, one per method shorthand: {lists['methods']} "
+                                                 "(auxiliary.<term> options given with --set configure that "
+                                                 "method's row only)")
     c.add_argument("--ablation", choices=("coupling",), help="coupling: DM only / SCA only / both per form")
     c.add_argument("--forms", default="printed", help="coupling forms for the ablation (comma list): "
                                                       "printed,distillation,mixture-target,bernoulli,distil,...")
@@ -33,11 +41,13 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from dmtl.config import ConfigError, _deep_merge
+    from dmtl.config import ConfigError, _deep_merge, check_layer
     from dmtl.experiments.compare import compare
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     try:
         file_layer, set_layer = layers(args)
+        if args.config:  # its keys are checked as the file's (an unknown key names the file)
+            check_layer(file_layer, args.config)
         extra = _deep_merge(file_layer, set_layer)
         if args.epochs is not None:
             extra["epochs"] = args.epochs

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from dmtl.cli.common import add_config_arguments, fail, layers, standalone
+from dmtl.cli.common import add_config_arguments, fail, standalone
 
 # flags whose value is the config key of the same name (dashes -> underscores)
 CONFIG_FLAGS = {
@@ -21,12 +21,12 @@ CONFIG_FLAGS = {
     "weighting": None,
     "architecture": None,
     "label_completion": None,
-    "coupling_recipe": "printed | recommended (setting c)",
+    "coupling_recipe": None,
     "relatedness": "du2014 | affwild2 | empirical | FILE.csv",
-    "backbone": "small | vgg16 | resnet50 | densenet121 | efficientnetb2",
+    "backbone": None,
     "weights": "pretrained backbone weights: imagenet (downloaded and cached as Keras does) or a local file",
-    "strategy": "auto | one-device | mirrored (the batch size is the global batch)",
-    "precision": "float32 | mixed_float16 | mixed_bfloat16",
+    "strategy": None,
+    "precision": None,
 }
 TYPED_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "input_size": int, "steps_per_epoch": int,
                "fold": int, "seed": int}
@@ -36,11 +36,15 @@ COUPLING_FLAGS = {"dm_target": ("dm", "target"), "dm_form": ("dm", "form"), "sca
 
 
 def registry_help() -> dict:
-    """The ``--help`` lists of the method axes, from the registries (a registered piece is listed)."""
-    from dmtl import architectures, config, label_completion, weighting
+    """The ``--help`` lists, from the registries and the config's own lists (a registered piece is listed)."""
+    from dmtl import architectures, config, coupling, label_completion, models, weighting
     return {"method": "shorthand: " + " | ".join(config.method_shorthands()),
             "weighting": " | ".join(weighting.REGISTRY), "architecture": " | ".join(architectures.REGISTRY),
-            "label_completion": " | ".join(label_completion.REGISTRY)}
+            "label_completion": " | ".join(label_completion.REGISTRY),
+            "coupling_recipe": " | ".join(coupling.RECIPES) + " (setting c)",
+            "backbone": " | ".join(models.REGISTRY),
+            "strategy": " | ".join(config.STRATEGIES) + " (the batch size is the global batch; multi-process: JAX)",
+            "precision": " | ".join(config.PRECISIONS)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,12 +95,12 @@ def overrides_from_args(args) -> dict:
 
 
 def resolve_config(args) -> dict:
+    """base <- database <- --config FILE (its errors name the file) <- --set and flags ("command line")."""
     from dmtl import config as config_lib
-    file_layer, set_layer = layers(args)
+    set_layer = config_lib.parse_set(getattr(args, "set_items", []))
     flags = {k: v for k, v in overrides_from_args(args).items() if v is not None}
-    merged = config_lib._deep_merge(file_layer, set_layer)
-    merged = config_lib._deep_merge(merged, flags)
-    return config_lib.resolve(merged.get("database"), None, merged, keep_none=True)
+    merged = config_lib._deep_merge(set_layer, flags)
+    return config_lib.resolve(merged.get("database"), getattr(args, "config", None), merged, keep_none=True)
 
 
 def run(args) -> int:

@@ -272,9 +272,14 @@ def compare(database, out, settings=("st", "nc", "c-printed", "c-recommended"), 
     """Runs the comparison over ``seeds`` (a count or a list), or over cross-validation ``folds`` (a list), and
     returns the markdown table (also written to ``out/results.md``)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = plan(settings, methods, ablation, forms)
     seed_list = list(folds) if folds else list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    for row in rows:  # every row's configuration is checked before anything is written
+        for _, overrides in row.runs:
+            fold = {"fold": seed_list[0]} if folds else {}
+            config_lib.resolve(database, config_file, {**row_extra(extra, overrides), **overrides, **fold,
+                                                        "seed": seed_list[0] if seed_list else 0, "data": data})
+    out.mkdir(parents=True, exist_ok=True)
     records = run_all(database, out, rows, seed_list, data, config_file, extra, verbose, folds=bool(folds))
     primary = config_lib.resolve(database, config_file, {**(extra or {}), "data": data})["primary_metrics"]
     table = summarise(records, rows, primary)

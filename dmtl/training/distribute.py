@@ -47,8 +47,9 @@ def initialize_processes(timeout: float | None = None) -> tuple[int, int]:
     """Joins the job described by the standard variables (``KERAS_DISTRIBUTION_JOB_ADDRESSES``, the
     coordinator's ``host:port`` first; ``..._NUM_PROCESSES``; ``..._PROCESS_ID``), as ``keras.distribution.
     initialize()`` does on JAX, with a heartbeat timeout so that a killed process stops the others in bounded
-    time instead of leaving them waiting in a collective. On CPUs the collectives run over gloo. Returns
-    ``(process_id, num_processes)``."""
+    time instead of leaving them waiting in a collective. A roll call comes first (:mod:`dmtl.training.join`): a
+    duplicate id, differing process counts or an unreachable coordinator is one line (JoinError). On CPUs the
+    collectives run over gloo. Returns ``(process_id, num_processes)``."""
     import os
 
     import jax
@@ -65,11 +66,14 @@ def initialize_processes(timeout: float | None = None) -> tuple[int, int]:
     if not 0 <= process_id < num_processes:
         raise ValueError(f"KERAS_DISTRIBUTION_PROCESS_ID must be in 0..{num_processes - 1}, got {process_id}")
     timeout = int(timeout or float(os.environ.get(HEARTBEAT_ENV, 60)))
+    from dmtl.training.join import DEFAULT_TIMEOUT, JOIN_ENV, roll_call
+    join_timeout = float(os.environ.get(JOIN_ENV, DEFAULT_TIMEOUT))
+    roll_call(coordinator, process_id, num_processes, join_timeout)  # one line, never an abort or a silent wait
     # collectives between CPU devices of different processes (GPUs use NCCL); asking which backend runs would
     # already start it, which must come after initialize
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=timeout,
-                               initialization_timeout=max(timeout, 120), shutdown_timeout_seconds=timeout)
+                               initialization_timeout=int(max(timeout, 60)), shutdown_timeout_seconds=timeout)
     return process_id, num_processes
 
 

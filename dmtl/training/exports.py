@@ -3,11 +3,13 @@ with its preprocessing metadata (:data:`dmtl.export.METADATA_FILE`) beside it.""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from dmtl import outputs
 from dmtl.export import FORMATS, LABELS_FILE, METADATA_FILE, export_serving
 
 
@@ -70,29 +72,53 @@ def export_model(model, folder, fmt: str, size: int) -> Path:
     return path
 
 
-def export_run(run_dir, fmt: str = "savedmodel", out=None) -> Path:
+def export_run(run_dir, fmt: str = "savedmodel", out=None, force: bool = False, lock: bool = True) -> Path:
     """Exports a run's ``model.keras`` as a SavedModel (uint8 ``serve``), an ONNX file or a LiteRT (TFLite) file
-    into ``out`` (default ``RUN/export-<format>``), with :data:`METADATA_FILE` beside it; written to a temporary
-    folder and renamed, so a failed export leaves nothing half-written. ONNX goes through Keras's exporter
-    (tf2onnx on TensorFlow) and runs with onnxruntime alone; it takes float32 faces in [-1, 1]."""
-    import shutil
+    into ``out`` (default ``RUN/export-<format>``), with :data:`METADATA_FILE` beside it. Holds the run's lock (a
+    training of the same run is not exported half-way); ``out`` must be new, empty or an earlier export of this run
+    (another run's with ``force``: :func:`dmtl.outputs.check_export_destination`); written into a uniquely named
+    temporary beside ``out`` and renamed, so a failed export leaves nothing half-written. ONNX goes through Keras's
+    exporter (tf2onnx on TensorFlow) and runs with onnxruntime alone; it takes float32 faces in [-1, 1].
+    ``lock=False``: the caller's process (a training that exports from a TensorFlow helper process) holds it."""
+    import contextlib
+    import hashlib
 
-    from dmtl.io import DiskFull, is_disk_full
-    from dmtl.training.predict import register_serializables
+    from dmtl.lock import FolderLock
 
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, not {fmt!r}")
     run_dir = Path(run_dir)
     if not (run_dir / "model.keras").is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run folder (no model.keras): train it first")
-    register_serializables()
-    model = keras.saving.load_model(run_dir / "model.keras")
-    shape = model.backbone.input_shape  # a routed backbone also takes a task index
-    size = int((shape[0] if isinstance(shape, list) else shape)[1])
     out = Path(out) if out is not None else run_dir / f"export-{fmt}"
-    staging = out.with_name(f"tmp-{out.name}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    with FolderLock(run_dir, "dmtl run or export") if lock else contextlib.nullcontext():
+        sha = hashlib.sha256((run_dir / "config.yaml").read_bytes()).hexdigest()
+        outputs.check_export_destination(out, run_dir, sha, force)
+        model = _load_run_model(run_dir)
+        shape = model.backbone.input_shape  # a routed backbone also takes a task index
+        size = int((shape[0] if isinstance(shape, list) else shape)[1])
+        staging = outputs.staging_folder(out)
+        try:
+            _write_export(model, staging, out, run_dir, fmt, size)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # this process's own staging folder
+            raise
+        outputs.replace_folder(staging, out)
+    return out
+
+
+def _load_run_model(run_dir: Path):
+    from dmtl.training.predict import register_serializables
+
+    register_serializables()
+    return keras.saving.load_model(run_dir / "model.keras")
+
+
+def _write_export(model, staging: Path, out: Path, run_dir: Path, fmt: str, size: int) -> None:
+    """The export's files and its metadata, written into ``staging`` (on its way to ``out``); one line for a full
+    disk or a missing converter."""
+    from dmtl.io import DiskFull, is_disk_full
+
     try:
         if fmt == "savedmodel":
             export_serving(model, staging, size)
@@ -101,17 +127,12 @@ def export_run(run_dir, fmt: str = "savedmodel", out=None) -> Path:
             files = [export_model(model, staging, fmt, size).name]
         (staging / METADATA_FILE).write_text(json.dumps(run_metadata(run_dir, model, size, fmt, files), indent=2))
     except Exception as error:
-        shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(error):
             raise DiskFull(out) from None
         if isinstance(error, ImportError):
             raise ImportError(f"--format {fmt} needs a converter that is not installed ({error}); "
                               f"pip install tf2onnx for onnx") from None
         raise
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return out
-
 
 
 def _tensorflow_process(code: str, *args) -> None:
@@ -142,5 +163,6 @@ def export_in_tensorflow(model_file, folder, size: int, extra: dict | None = Non
 
 def export_run_in_tensorflow(run_dir, fmt: str) -> None:
     """:func:`export_run` in a TensorFlow process (runs trained on PyTorch)."""
-    _tensorflow_process("import sys\nfrom dmtl.training.exports import export_run\nexport_run(sys.argv[1], sys.argv[2])\n",
+    _tensorflow_process("import sys\nfrom dmtl.training.exports import export_run\n"
+                        "export_run(sys.argv[1], sys.argv[2], lock=False)  # the training process holds the lock\n",
                         run_dir, fmt)

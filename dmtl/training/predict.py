@@ -19,16 +19,19 @@ def register_serializables() -> None:
         importlib.import_module(target.split(":")[0])
 
 
-def load_predictor(run_dir: Path, kind: str, weights=None):
+def load_predictor(run_dir: Path, kind: str, weights=None, trust_savedmodel: bool = False):
     """A function images[-1,1] -> {"classes", "attributes"} probabilities, plus class and attribute names.
-    ``weights``: a weights file of the run to load into ``model.keras`` (kind ``keras``)."""
+    ``weights``: a weights file of the run to load into ``model.keras`` (kind ``keras``). Kind ``export`` loads the
+    run's SavedModel, which runs the graph stored in it: only with ``trust_savedmodel``, or when the export says it
+    was written from this run's configuration (:func:`dmtl.export.check_trusted`)."""
     run_dir = Path(run_dir)
     if kind == "export":
-        from dmtl.export import ServingModel
+        from dmtl.export import ServingModel, check_trusted
         if not (run_dir / "export" / "saved_model.pb").is_file():
             raise FileNotFoundError(f"{run_dir / 'export'} holds no SavedModel (a run trained with export_formats "
                                     f"without savedmodel): write it with `dmtl export --run {run_dir} --format "
                                     f"savedmodel --out {run_dir / 'export'}`")
+        check_trusted(run_dir / "export", trust_savedmodel, run_dir, "evaluate --model export")
         served = ServingModel(run_dir / "export")
 
         def predict(images):

@@ -22,6 +22,7 @@ from dmtl.architectures import ModelSpec, get_architecture
 from dmtl.export import export_serving
 from dmtl.io import DiskFull, atomic_path, is_disk_full, write_json
 from dmtl.lock import FolderLock, FolderLocked
+from dmtl.outputs import remove_orphan_temporaries
 from dmtl.label_completion import get_label_completion
 from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
@@ -103,9 +104,10 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     run_dir = Path(run_dir)
     if config["strategy"] == "multi-process":  # joins the job before any JAX computation starts the backend
         from dmtl.training.distribute import initialize_processes
+        from dmtl.training.join import JoinError
         try:
             initialize_processes()
-        except ValueError as error:
+        except (ValueError, JoinError) as error:
             raise RunError(str(error)) from None
     finished = _finished(config, run_dir, force)
     if finished is not None:
@@ -122,7 +124,7 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
         if not is_disk_full(error):
             raise
         message = str(error) if isinstance(error, DiskFull) else str(DiskFull(run_dir))
-        for stale in run_dir.rglob("tmp-*"):
+        for stale in run_dir.rglob(f"tmp-{os.getpid()}-*"):  # this process's own temporaries only
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         raise RunError(message) from None
 
@@ -163,6 +165,8 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
         build_backbone(method.backbone, plan.input_shape, weights=method.weights)  # download/check first
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphan_temporaries(run_dir):  # a killed process's half-written files (we hold the lock)
+            log.info("removed %s, left by a process that no longer exists", orphan)
         config_lib.save(config, run_dir / "config.yaml")
         from dmtl.data.labels import unlabelled_names
         data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
@@ -284,8 +288,6 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
         from dmtl.training.predict import register_serializables
         register_serializables()
         model = keras.saving.load_model(run_dir / "model.keras")
-    for stale in run_dir.glob("tmp-*export"):  # left by a process killed mid-export (the folder is locked)
-        shutil.rmtree(stale, ignore_errors=True)
     if "savedmodel" in train_plan.export_formats:
         _export_savedmodel(model, run_dir, plan, config["database"])
     from dmtl.training.exports import export_run, export_run_in_tensorflow
@@ -314,16 +316,18 @@ def _export_savedmodel(model, run_dir: Path, plan, database: str) -> None:
     """RUN/export: the SavedModel with its uint8 serving endpoint, staged and moved in whole."""
     import keras
 
+    import hashlib
+
     export_dir = run_dir / "export"
     staging = run_dir / f"tmp-{os.getpid()}-export"
+    extra = {"database": database, "setting": plan.data.setting,  # the config's hash: evaluate trusts its own run's
+             "config_sha256": hashlib.sha256((run_dir / "config.yaml").read_bytes()).hexdigest()}
     try:
         if keras.backend.backend() == "torch":  # Keras exports SavedModels from TensorFlow and JAX only
             from dmtl.training.exports import export_in_tensorflow
-            export_in_tensorflow(run_dir / "model.keras", staging, plan.input_size,
-                                 {"database": database, "setting": plan.data.setting})
+            export_in_tensorflow(run_dir / "model.keras", staging, plan.input_size, extra)
         else:
-            export_serving(model, staging, plan.input_size,
-                           extra={"database": database, "setting": plan.data.setting})
+            export_serving(model, staging, plan.input_size, extra=extra)
     except Exception as error:
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(error):
