@@ -23,12 +23,13 @@ SHARED = Path(os.environ.get("DMTL_SHARED_DATA", REPO.parent / "shared" / "data"
 
 
 def main(argv=None) -> int:
-    import cv2
     import numpy as np
 
     from dmtl import inference
     from dmtl.cli import export, train
     from dmtl.preprocessing.detectors import make_detector
+    sys.path.insert(0, str(REPO))  # the tests' fixtures (the same JAFFE video)
+    from tests.fixtures import write_video
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
@@ -42,11 +43,7 @@ def main(argv=None) -> int:
     assert export.main(["--run", str(run), "--format", "onnx"]) == 0
     photos = sorted((SHARED / "wild-faces").glob("*.jpg"))
     frames = sorted((SHARED / "jaffe").glob("*.png"))[:60]
-    video = work / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (256, 256))
-    for frame in frames:
-        writer.write(cv2.imread(str(frame)))
-    writer.release()
+    video = write_video(frames, work / "clip.avi", fps=25.0)
     models = {"keras": run, "savedmodel": run / "export", "onnx": run / "export-onnx"}
     predictors = {name: inference.load(path, trust_savedmodel=name == "savedmodel")  # the bench's own export
                   for name, path in models.items()}

@@ -15,7 +15,8 @@ class FolderLocked(RuntimeError):
     """Another live process holds the folder's lock."""
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -62,7 +63,7 @@ class FolderLock:
                 if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
                     return self  # this process already holds it (nested use)
                 same_host = holder.get("host") == me["host"]
-                if holder and (not same_host or _alive(int(holder.get("pid", 0)))):
+                if holder and (not same_host or process_alive(int(holder.get("pid", 0)))):
                     raise FolderLocked(f"{self.path.parent} is in use by another {self.what} (pid {holder.get('pid')} "
                                        f"on {holder.get('host')} since {holder.get('since')}); wait for it, or "
                                        f"remove {self.path} if that process is gone")

@@ -19,6 +19,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from dmtl.lock import process_alive
+
 
 class OutputRefused(ValueError):
     """An output path that would delete or overwrite something the command did not write."""
@@ -198,16 +200,6 @@ def mark_drawings_folder(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------ temporaries of processes that are gone
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_orphan_temporaries(folder, recursive: bool = True) -> list[Path]:
     """Removes the ``tmp-<pid>-...`` files and folders under ``folder`` whose writing process no longer exists
     (killed mid-write); the caller holds the folder's lock. Returns what was removed."""
@@ -221,7 +213,7 @@ def remove_orphan_temporaries(folder, recursive: bool = True) -> list[Path]:
         if not match or not (path.exists() or path.is_symlink()):
             continue
         pid = int(match.group(1))
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or process_alive(pid):
             continue
         with contextlib.suppress(OSError):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()

@@ -30,3 +30,5 @@ class StageContext:
     train_run: Callable = None
     predict_train: Callable = None
     verbose: object = 0
+    targets: object = None  # what the label completion prepared (dmtl.training.data.datasets reads it)
+    fit_data: object = None  # the training pipeline cut for the strategy (what fit reads)

@@ -80,12 +80,10 @@ def trained(tmp_path_factory):
     """A run (nc, 1 epoch) on a small demo build, with its SavedModel (RUN/export) and ONNX (RUN/export-onnx)
     exports; made once per test process and only read by the tests that share it (``root/run``, ``root/data``)."""
     from dmtl.cli import export, train
-    from dmtl.databases import demo, load_database
-    from dmtl.preprocessing import build
+    from tests.fixtures import demo_build
 
     root = tmp_path_factory.mktemp("trained")
-    demo.generate(root / "raw", n_train_classes=16, n_train_attributes=16, n_val=8, n_test=12, seed=0)
-    build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
+    demo_build(root, 16, 16, 8, 12)
     run = root / "run"
     assert train.main(["--database", "demo", "--data", str(root / "data"), "--out", str(run), "--setting", "nc",
                        "--epochs", "1", *TINY, "--set", "run_eagerly=true"]) == 0

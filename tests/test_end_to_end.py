@@ -13,6 +13,7 @@ import pytest
 
 import evaluate
 import train
+from tests.fixtures import demo_build
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--verbose", "0"]
@@ -25,13 +26,7 @@ SWEEP = [*EAGER, "--set", "export_formats=[]"]  # SWEEP_OPTIONS on the command l
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
-    from dmtl.databases import demo, load_database
-    from dmtl.preprocessing import build
-
-    root = tmp_path_factory.mktemp("demo")
-    demo.generate(root / "raw", n_train_classes=24, n_train_attributes=48, n_val=16, n_test=24, seed=0)
-    build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
-    return root / "data"
+    return demo_build(tmp_path_factory.mktemp("demo"), 24, 48, 16, 24)
 
 
 @pytest.mark.parametrize("setting", ["st-classes", "st-attributes", "nc", "c"])

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures import demo_build
+
 REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")
 pytestmark = pytest.mark.xdist_group("multiprocess")
@@ -58,13 +60,7 @@ def _weights(path):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from dmtl.databases import demo, load_database
-    from dmtl.preprocessing import build
-
-    root = tmp_path_factory.mktemp("multiprocess")
-    demo.generate(root / "raw", n_train_classes=24, n_train_attributes=24, n_val=10, n_test=12, seed=0)
-    build(load_database("demo", root / "raw"), root / "data", detector="none", size=32, workers=0, progress=False)
-    return root / "data"
+    return demo_build(tmp_path_factory.mktemp("multiprocess"), 24, 24, 10, 12)
 
 
 def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures import write_video
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -278,20 +280,13 @@ def test_config_errors_name_the_file_they_come_from(tmp_path, capsys):
 
 # ------------------------------------------------------------------ 8. predict says what it skipped
 def test_a_fifo_an_unreadable_folder_and_a_cut_video_are_reported(trained, shared_data, tmp_path, monkeypatch):
-    import cv2
-
     from dmtl import inference
 
     inputs = tmp_path / "in"
     _faces(inputs, ["ok.png", "locked/hidden.png"])
     os.mkfifo(inputs / "pipe.png")
     os.mkfifo(tmp_path / "given.png")
-    frames = sorted((shared_data / "jaffe").glob("*.png"))[:10]
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
-    for frame in frames:
-        writer.write(cv2.imread(str(frame)))
-    writer.release()
+    video = write_video(sorted((shared_data / "jaffe").glob("*.png"))[:10], tmp_path / "clip.avi")
     data = video.read_bytes()
     (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
     real_scandir = os.scandir

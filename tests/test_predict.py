@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures import write_video
+
 def _predict(*args):
     from dmtl.cli import predict
     return predict.main([*map(str, args), "--no-progress"])
@@ -40,14 +42,7 @@ def test_photos_of_a_folder_find_faces_and_the_photo_without_one_is_no_face(trai
 
 
 def test_a_video_gives_one_row_per_frame_with_increasing_times(trained, shared_data, tmp_path):
-    import cv2
-
-    frames = sorted((shared_data / "jaffe").glob("*.png"))[:6]
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
-    for frame in frames:
-        writer.write(cv2.imread(str(frame)))
-    writer.release()
+    video = write_video(sorted((shared_data / "jaffe").glob("*.png"))[:6], tmp_path / "clip.avi")
     out = tmp_path / "video.json"
     assert _predict(video, "--model", trained / "run", "--out", out, "--json", "--detector", "mtcnn") == 0
     rows = json.loads(out.read_text())

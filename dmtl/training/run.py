@@ -152,30 +152,26 @@ def process_index(config: dict) -> int:
 
 
 def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief: bool = True) -> dict:
-    summary_file = run_dir / "summary.json"
-    if force and chief:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
-        for stale in ("backup", "history.csv", "best.weights.h5", "best.weights.h5.json", "last.weights.h5",
-                      "summary.json", *(f"best-{t}.weights.h5{x}" for t in plan.tasks for x in ("", ".json"))):
-            target = run_dir / stale
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    """One training, as its stages: the folder, the data and targets, the strategy and model, this process's
+    callbacks, fit, the saves and exports. ``chief`` False: a multi-process worker (:class:`WorkerRole`)."""
+    role = ChiefRole(run_dir) if chief else WorkerRole(run_dir, process_index(config))
+    role.prepare_folder(config, plan, force)
+    keras.utils.set_random_seed(plan.train.seed)
+    context, architecture = _data_and_targets(config, plan, run_dir, verbose)
+    strategy, processes = _strategy_and_data(plan, context)
+    model, epochs = _build_and_compile(plan, context, architecture, strategy)
+    history, seconds = _fit(model, context, epochs, role.callbacks(plan, epochs), processes, run_dir)
+    _check_trained(model, history, role.non_finite, plan, run_dir)
+    return role.save(model, plan, config, strategy, processes, round(seconds, 1), context.steps, epochs)
+
+
+def _data_and_targets(config: dict, plan: RunPlan, run_dir: Path, verbose):
+    """The stage context (with the targets the label completion prepares) and the architecture."""
     method, train_plan = plan.method, plan.train
     architecture = get_architecture(method.architecture, **method.architecture_options)
     if method.weights is not None and not architecture.own_backbone:
         from dmtl.models import build_backbone
         build_backbone(method.backbone, plan.input_shape, weights=method.weights)  # download/check first
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for orphan in remove_orphan_temporaries(run_dir):  # a killed process's half-written files (we hold the lock)
-            log.info("removed %s, left by a process that no longer exists", orphan)
-        config_lib.save(config, run_dir / "config.yaml")
-        from dmtl.data.labels import unlabelled_names
-        data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
-        if data_warnings:
-            write_json(run_dir / "data_warnings.json", data_warnings)  # evaluate repeats them
-    keras.utils.set_random_seed(train_plan.seed)
-    if plan.relatedness is not None and chief:
-        save_relatedness(plan.relatedness, run_dir)
-        write_json(run_dir / "relatedness_report.json", plan.relatedness_report)
 
     def train_run(overrides, sub_dir):
         return run({**config, **overrides}, sub_dir, verbose=verbose)
@@ -190,69 +186,54 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
                            compile_options=train_plan.compile_options,
                            train_run=train_run, predict_train=predict_train, verbose=verbose)
     completion = get_label_completion(method.label_completion, **method.label_completion_options)
-    targets = completion.targets(context)
-    make_train, val, steps = datasets(plan, targets)
-    strategy = make_strategy(train_plan.strategy)
+    context.targets = completion.targets(context)
+    return context, architecture
+
+
+def _strategy_and_data(plan: RunPlan, context: StageContext):
+    """The strategy, and the training and validation pipelines cut for it (set on ``context``); also the
+    processes of a multi-process run (None otherwise)."""
+    make_train, val, steps = datasets(plan, context.targets)
+    strategy = make_strategy(plan.train.strategy)
     processes = strategy.describe() if hasattr(strategy, "describe") else None
-    if train_plan.batch_size % strategy.num_replicas_in_sync:
-        raise RunError(f"batch_size {train_plan.batch_size} (the global batch) is not a multiple of the "
+    if plan.train.batch_size % strategy.num_replicas_in_sync:
+        raise RunError(f"batch_size {plan.train.batch_size} (the global batch) is not a multiple of the "
                        f"{strategy.num_replicas_in_sync} replicas")
     train = distribute_training_data(make_train, strategy)
     if processes is not None:  # multi-process: this process's slice of every validation batch
         from dmtl.training.distribute import process_slices
-        val = process_slices(val, strategy, train_plan.batch_size)
+        val = process_slices(val, strategy, plan.train.batch_size)
     context.train, context.val, context.steps = (make_train() if strategy.num_replicas_in_sync > 1 else train,
                                                  val, steps)
-    with strategy.scope(), dtype_policy(train_plan.precision):
+    context.fit_data = train
+    return strategy, processes
+
+
+def _build_and_compile(plan: RunPlan, context: StageContext, architecture, strategy):
+    """The model (after the architecture's preparation stage, e.g. AdaShare's search), compiled; and the epochs
+    left to train."""
+    with strategy.scope(), dtype_policy(plan.train.precision):
         stage, epochs = architecture.prepare(model_spec(plan), context)
         model = build_model(plan, **stage)
-        model.steps_per_epoch = steps
-        model.compile(optimizer=make_optimizer(train_plan), **train_plan.compile_options)
+        model.steps_per_epoch = context.steps
+        model.compile(optimizer=make_optimizer(plan.train), **plan.train.compile_options)
     log.info("training on %d replica(s) (%s), precision %s, global batch %d", strategy.num_replicas_in_sync,
-             type(strategy).__name__, train_plan.precision, train_plan.batch_size)
-    non_finite = NonFiniteLoss()
-    scratch = None
-    if not chief:  # the same saves as process 0 (they join collectives), into a private scratch folder
-        import tempfile
-        scratch = Path(tempfile.mkdtemp(prefix=f"dmtl-process{process_index(config)}-"))
-        monitors = [("best.weights.h5", train_plan.monitor), *(
-            (per_task_checkpoint(run_dir, t).name, f"val_{t}_{train_plan.primary_metrics[t]}")
-            for t in (plan.tasks if len(plan.tasks) > 1 else ()))]
-        callbacks = [non_finite, ValidationScore(plan.tasks, train_plan.primary_metrics),
-                     *(AtomicCheckpoint(scratch / name, monitor, record=run_dir / f"{name}.json", write_record=False)
-                       for name, monitor in monitors),
-                     AtomicCheckpoint(scratch / "last.weights.h5"),
-                     RestoreOnly(str(run_dir / "backup"), scratch, delete_checkpoint=False)]
-    else:
-        callbacks = [
-            non_finite,
-            ValidationScore(plan.tasks, train_plan.primary_metrics),
-            AtomicCheckpoint(run_dir / "best.weights.h5", monitor=train_plan.monitor),
-            AtomicCheckpoint(run_dir / "last.weights.h5"),
-            # each task's own best epoch (multi-task): tells a loss to single-task caused by the shared model from
-            # one caused by choosing one epoch for two tasks (evaluate's per_task_best)
-            *([AtomicCheckpoint(per_task_checkpoint(run_dir, task),
-                                monitor=f"val_{task}_{train_plan.primary_metrics[task]}")
-               for task in plan.tasks] if len(plan.tasks) > 1 else []),
-            EpochHistory(run_dir / "history.csv"),
-            # the backup records an epoch as done only after every file of that epoch is written (a full disk or a
-            # kill before it repeats the epoch on resume); it is kept after fit and removed only once every final
-            # file is written (below), so a kill at any later moment resumes to the final save instead of training
-            # again
-            AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
-            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-            EpochSummary(epochs),
-        ]
+             type(strategy).__name__, plan.train.precision, plan.train.batch_size)
+    return model, epochs
+
+
+def _fit(model, context: StageContext, epochs: int, callbacks, processes, run_dir: Path):
+    """``model.fit``; a lost peer of a multi-process job is one line. Returns the history and the seconds."""
     start = time.time()
     with warnings.catch_warnings():
         # the training pipeline repeats, so only the validation split (finite, of unknown cardinality) can end,
         # and Keras warns at its end of every epoch although that is where validation is meant to stop
         warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
         try:
-            history = model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
-                                callbacks=callbacks,
+            history = model.fit(context.fit_data, validation_data=context.val, epochs=epochs,
+                                steps_per_epoch=context.steps, callbacks=callbacks,
                                 shuffle=False,  # the pipeline shuffles (Keras would warn it ignores shuffle=True)
-                                verbose=verbose).history
+                                verbose=context.verbose).history
         except Exception as error:
             if processes is None or processes["processes"] == 1 or not _lost_process(error):
                 raise
@@ -263,6 +244,12 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
     seconds = time.time() - start
     if processes is not None and processes["processes"] > 1:
         _wait_for_chief("dmtl-fit-done")  # process 0's last checkpoint is written before any process reads it
+    return history, seconds
+
+
+def _check_trained(model, history: dict, non_finite, plan: RunPlan, run_dir: Path) -> None:
+    """Warns of masked out-of-range labels; stops on a non-finite loss; loads the best weights and stops if any
+    is not finite (nothing is exported then)."""
     invalid = sum(history.get("invalid_class_labels", [])) + sum(history.get("val_invalid_class_labels", []))
     if invalid:
         log.warning("%d class label(s) were beyond the %d classes and were masked (see invalid_class_labels in "
@@ -276,40 +263,116 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
     bad = [v.path for v in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(v)))]
     if bad:
         raise RunError(f"{len(bad)} weight tensors are not finite (e.g. {bad[0]}): nothing was exported")
-    if not chief:  # the same save as process 0 (collectives), then wait while it exports
-        model.save(scratch / "model.keras")
-        _wait_for_chief()
-        shutil.rmtree(scratch, ignore_errors=True)
-        return {"run_dir": str(run_dir), "process": processes, "train_seconds": round(seconds, 1)}
-    with atomic_path(run_dir / "model.keras") as tmp:
-        model.save(tmp)
-    if processes is not None:  # export from a model loaded outside the distribution (its arrays on this host)
-        keras.distribution.set_distribution(None)
-        from dmtl.training.predict import register_serializables
-        register_serializables()
-        model = keras.saving.load_model(run_dir / "model.keras")
-    if "savedmodel" in train_plan.export_formats:
-        _export_savedmodel(model, run_dir, plan, config["database"])
-    from dmtl.training.exports import export_run, export_run_in_tensorflow
-    for fmt in train_plan.export_formats:
-        if fmt != "savedmodel":  # export/ is the SavedModel
-            (export_run_in_tensorflow if keras.backend.backend() == "torch" else export_run)(run_dir, fmt)
-    summary = {"run_dir": str(run_dir), "setting": plan.data.setting, "tasks": list(plan.tasks),
-               "weighting": method.weighting, "architecture": method.architecture,
-               "label_completion": method.label_completion,
-               "couplings": [c.get_config() for c in model.couplings], "train_seconds": round(seconds, 1),
-               "steps_per_epoch": steps, "epochs": train_plan.epochs, "input_size": plan.input_size,
-               "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-               "precision": train_plan.precision,
-               "class_names": plan.class_names,
-               "attribute_names": plan.attribute_names}
-    if processes is not None:
-        summary["processes"] = processes
-    write_json(summary_file, summary)
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only now: every final file is in place
-    if processes is not None and processes["processes"] > 1:
-        _wait_for_chief()
-    return summary
+
+
+def _checkpoint_monitors(plan: RunPlan) -> list[tuple[str, str]]:
+    """``(file name, monitored metric)`` of every checkpoint kept by best value: the selected one, and each
+    task's own best epoch in multi-task settings (tells a loss to single-task caused by the shared model from one
+    caused by choosing one epoch for two tasks: evaluate's per_task_best)."""
+    return [("best.weights.h5", plan.train.monitor), *(
+        (per_task_checkpoint(Path("."), t).name, f"val_{t}_{plan.train.primary_metrics[t]}")
+        for t in (plan.tasks if len(plan.tasks) > 1 else ()))]
+
+
+class ChiefRole:
+    """The process that writes the run folder (the only one, unless multi-process: process 0)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.non_finite = run_dir, NonFiniteLoss()
+
+    def prepare_folder(self, config: dict, plan: RunPlan, force: bool) -> None:
+        """``--force`` removes what an earlier training wrote; a killed process's temporaries go; the config, the
+        data warnings and the relatedness are written."""
+        run_dir = self.run_dir
+        if force:  # train again from scratch: nothing of the earlier training may be resumed or mixed in
+            for stale in ("backup", "history.csv", "best.weights.h5", "best.weights.h5.json", "last.weights.h5",
+                          "summary.json", *(f"best-{t}.weights.h5{x}" for t in plan.tasks for x in ("", ".json"))):
+                target = run_dir / stale
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphan_temporaries(run_dir):  # a killed process's half-written files (we hold the lock)
+            log.info("removed %s, left by a process that no longer exists", orphan)
+        config_lib.save(config, run_dir / "config.yaml")
+        from dmtl.data.labels import unlabelled_names
+        data_warnings = unlabelled_names(plan.counts, plan.class_names, plan.attribute_names, plan.tasks)
+        if data_warnings:
+            write_json(run_dir / "data_warnings.json", data_warnings)  # evaluate repeats them
+        if plan.relatedness is not None:
+            save_relatedness(plan.relatedness, run_dir)
+            write_json(run_dir / "relatedness_report.json", plan.relatedness_report)
+
+    def callbacks(self, plan: RunPlan, epochs: int) -> list:
+        run_dir = self.run_dir
+        return [self.non_finite, ValidationScore(plan.tasks, plan.train.primary_metrics),
+                *(AtomicCheckpoint(run_dir / name, monitor=monitor) for name, monitor in _checkpoint_monitors(plan)),
+                AtomicCheckpoint(run_dir / "last.weights.h5"),
+                EpochHistory(run_dir / "history.csv"),
+                # the backup records an epoch as done only after every file of that epoch is written (a full disk
+                # or a kill before it repeats the epoch on resume); it is kept after fit and removed only once
+                # every final file is written (save), so a kill at any later moment resumes to the final save
+                # instead of training again
+                AtomicBackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+                keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+                EpochSummary(epochs)]
+
+    def save(self, model, plan: RunPlan, config: dict, strategy, processes, seconds, steps, epochs) -> dict:
+        """``model.keras``, the exports, ``summary.json``; the backup goes last."""
+        run_dir, method, train_plan = self.run_dir, plan.method, plan.train
+        with atomic_path(run_dir / "model.keras") as tmp:
+            model.save(tmp)
+        if processes is not None:  # export from a model loaded outside the distribution (its arrays on this host)
+            keras.distribution.set_distribution(None)
+            from dmtl.training.predict import register_serializables
+            register_serializables()
+            model = keras.saving.load_model(run_dir / "model.keras")
+        if "savedmodel" in train_plan.export_formats:
+            _export_savedmodel(model, run_dir, plan, config["database"])
+        from dmtl.training.exports import export_run, export_run_in_tensorflow
+        for fmt in train_plan.export_formats:
+            if fmt != "savedmodel":  # export/ is the SavedModel
+                (export_run_in_tensorflow if keras.backend.backend() == "torch" else export_run)(run_dir, fmt)
+        summary = {"run_dir": str(run_dir), "setting": plan.data.setting, "tasks": list(plan.tasks),
+                   "weighting": method.weighting, "architecture": method.architecture,
+                   "label_completion": method.label_completion,
+                   "couplings": [c.get_config() for c in model.couplings], "train_seconds": seconds,
+                   "steps_per_epoch": steps, "epochs": train_plan.epochs, "input_size": plan.input_size,
+                   "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+                   "precision": train_plan.precision, "class_names": plan.class_names,
+                   "attribute_names": plan.attribute_names}
+        if processes is not None:
+            summary["processes"] = processes
+        write_json(run_dir / "summary.json", summary)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)  # only now: every final file is in place
+        if processes is not None and processes["processes"] > 1:
+            _wait_for_chief()
+        return summary
+
+
+class WorkerRole(ChiefRole):
+    """A multi-process worker (process > 0): the same saves as process 0 (saving joins collectives), into a
+    private scratch folder; it writes nothing shared and resumes from process 0's backup."""
+
+    def __init__(self, run_dir: Path, process: int):
+        import tempfile
+        super().__init__(run_dir)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"dmtl-process{process}-"))
+
+    def prepare_folder(self, config: dict, plan: RunPlan, force: bool) -> None:
+        return None  # process 0 prepares (and locks) the run folder
+
+    def callbacks(self, plan: RunPlan, epochs: int) -> list:
+        run_dir, scratch = self.run_dir, self.scratch
+        return [self.non_finite, ValidationScore(plan.tasks, plan.train.primary_metrics),
+                *(AtomicCheckpoint(scratch / name, monitor, record=run_dir / f"{name}.json", write_record=False)
+                  for name, monitor in _checkpoint_monitors(plan)),
+                AtomicCheckpoint(scratch / "last.weights.h5"),
+                RestoreOnly(str(run_dir / "backup"), scratch, delete_checkpoint=False)]
+
+    def save(self, model, plan: RunPlan, config: dict, strategy, processes, seconds, steps, epochs) -> dict:
+        model.save(self.scratch / "model.keras")  # the same save as process 0 (collectives)
+        _wait_for_chief()  # while it exports
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return {"run_dir": str(self.run_dir), "process": processes, "train_seconds": seconds}
 
 
 def _export_savedmodel(model, run_dir: Path, plan, database: str) -> None:
