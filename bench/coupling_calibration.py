@@ -1,32 +1,41 @@
-"""Coupling calibration: which reading of L_DM / L_SCA to recommend, chosen by a rule fixed before measuring.
+"""Coupling calibration (the third, issue 30): which recipe x weighting x placement to recommend, chosen by a rule
+fixed in this file before measuring.
 
-Databases (all built here from what is in ../shared/data or built in):
+Databases (all built here from what is in ../shared/data or built in), and whether their relatedness is
+informative (fixed before measuring, :data:`INFORMATIVE`):
 * ``demo``: the procedural demo (expressions x AUs, Du et al. 2014 relatedness, non-overlapping parts);
-  relatedness informative (domain knowledge: the AU columns are 0/1 indicators of the expressions);
-* ``celeba-gender-age``: a real database with strongly related tasks from the CelebA subset: the class task is
-  gender x age (Male / Young: 4 classes), the attributes are the other 38 (beards, make-up, baldness, grey hair
-  are tied to it); informative;
-* ``celeba-hair``: a real Case II analogue from the CelebA subset: the class task is hair colour (black / blond /
-  brown / gray, images with exactly one of them), the attributes are the other 36; weakly related.
-In both CelebA databases the training identities are split in two halves, one labelled for the class task only
-and one for the attributes only (no annotation overlap); validation and test images keep both; relatedness is
-inferred from the annotations of the validation split (the only training-time split whose images carry both).
+  informative (the AU columns are 0/1 indicators of the expressions);
+* ``celeba-gender-age``: from the CelebA subset, the class is gender x age (Male / Young: 4 classes), the attributes
+  the other 38 (beards, make-up, baldness, grey hair are tied to it); informative;
+* ``celeba-hair``: a Case II analogue, the class is hair colour (black / blond / brown / gray, images with exactly
+  one), the attributes the other 36; weakly related: not informative;
+* ``celeba-look``: a hard class task (the first calibrations had none): attractive x young x smiling (8 classes,
+  each a subtle judgement), the attributes the other 37; partly informative (smiling explains the mouth and
+  cheekbone attributes, age the grey hair and baldness; the colours and accessories not at all), so, like the
+  held-out clothing database whose class head is wrong more than half the time, it tests that a coupling does no
+  harm where its teacher is weak: not counted as informative.
+In the CelebA databases the training identities are split in two halves, one labelled for the class task only and
+one for the attributes only (no annotation overlap); validation and test images keep both; relatedness is inferred
+from the annotations of the validation split (the only training-time split whose images carry both).
 
-Every recipe of :data:`dmtl.coupling.CALIBRATED` (the four readings and their relatedness-aware variants; never
-``printed``) and NC MT run over the same seeds through ``dmtl compare``.
+Candidates (:data:`CANDIDATES`): the recipes {symmetric-informed (the current recommendation), symmetric-reliable,
+distil-both-reliable (teacher reliability, issue 30)} x weightings {ew, famo} x placements {outside, student}; with
+``ew`` the placements coincide, so 9 candidates. Beside them NC MT under each weighting and ST. Every database runs
+through ``dmtl compare`` once per (weighting, placement).
 
-The rule (issue 20, fixed before running): a candidate qualifies if (i) on every calibration database it is not
-below NC MT on either task by more than max(one NC MT standard deviation, 0.005), and (ii) it beats NC MT on both
-tasks on every database whose relatedness is informative (:data:`INFORMATIVE`). ``recommended`` = the qualifying
-candidate with the largest mean (over databases) worst-task gain over NC MT (min over the two tasks of C - NC).
-If none qualifies, ``recommended`` = the candidate with the smallest worst-case loss to NC MT over every database
-and task (the largest min over databases and tasks of C - NC).
+Pruning (fixed before running): after seed 0 on every database, a candidate more than :data:`PRUNE` below NC MT
+(ew) on either task on any database is dropped; the others, NC MT and ST run the remaining seeds. The report lists
+what was pruned and its seed-0 numbers.
+
+The rule: a candidate qualifies if (i) on every database it is not below NC MT (ew) on either task by more than
+max(one NC MT std, 0.005), and (ii) it is above NC MT (ew) on both tasks on every informative database.
+``recommended`` = the qualifying candidate with the largest mean over databases of min over tasks of
+(C - max(ST, NC MT (ew))); if none qualifies, the one with the smallest worst-case loss to NC MT (ew) over every
+database and task, and the report says which condition failed where.
 
     python bench/coupling_calibration.py --seeds 3 --out runs/calibration
 
-``--reuse PREVIOUS.json`` takes the rows of recipes already measured by an earlier calibration (same seeds, same
-database) from that file instead of training them again, but only after re-running NC MT there and finding it
-equal to the earlier NC MT row to 1e-6 on every number (the code path unchanged); the report lists what it reused.
+``--collect`` trains nothing and applies the rule to the comparisons already in ``--out``.
 """
 from __future__ import annotations
 
@@ -43,10 +52,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DMTL_SHARED_DATA", REPO.parent / "shared" / "data"))
 HAIR = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
-DATABASES = ("demo", "celeba-gender-age", "celeba-hair")
+DATABASES = ("demo", "celeba-gender-age", "celeba-hair", "celeba-look")
 INFORMATIVE = ("demo", "celeba-gender-age")
 """The calibration databases whose relatedness carries information about the other task (fixed with the rule)."""
 TASKS = ("classes", "attributes")
+RECIPES = ("symmetric-informed", "symmetric-reliable", "distil-both-reliable")
+WEIGHTINGS = ("ew", "famo")
+PLACEMENTS = ("outside", "student")
+GROUPS = [(w, p) for w in WEIGHTINGS for p in PLACEMENTS if not (w == "ew" and p == "student")]
+"""(weighting, placement) of each ``dmtl compare`` per database; with ew the placements coincide."""
+CANDIDATES = [f"{r}/{w}/{p}" for w, p in GROUPS for r in RECIPES]
+PRUNE = 0.03
+"""Seed 0: a candidate this far below NC MT (ew) on either task on any database is not run on further seeds."""
 
 
 def hair_colour(row: dict):
@@ -60,7 +77,17 @@ def gender_age(row: dict):
     return f"{'male' if row['Male'] else 'female'}-{'young' if row['Young'] else 'old'}"
 
 
-CELEBA = {"celeba-hair": (hair_colour, HAIR), "celeba-gender-age": (gender_age, ("Male", "Young"))}
+LOOK = ("Attractive", "Young", "Smiling")
+
+
+def look(row: dict):
+    """celeba-look's class: attractive x young x smiling (8 classes)."""
+    return "-".join(("attractive" if row["Attractive"] else "plain", "young" if row["Young"] else "old",
+                     "smiling" if row["Smiling"] else "neutral"))
+
+
+CELEBA = {"celeba-hair": (hair_colour, HAIR), "celeba-gender-age": (gender_age, ("Male", "Young")),
+          "celeba-look": (look, LOOK)}
 
 
 def celeba_csv(celeba_root: Path, out_csv: Path, class_of, class_attributes, seed: int = 0) -> dict:
@@ -109,40 +136,48 @@ def dmtl(*args):
 
 
 def apply_rule(tables: dict, candidates, informative=INFORMATIVE) -> dict:
-    """The fixed rule over ``{database: {row: {task: mean, "std": {task: std}}}}``; returns the decision and
-    every number it used."""
-    gains, no_harm, beats, worst_loss = {}, {}, {}, {}
+    """The fixed rule over ``{database: {row: {task: mean, "std": {task: std}}}}`` (rows: the candidates, ``nc``
+    = NC MT (ew), ``st`` = ST); returns the decision and every number it used."""
+    gains, no_harm, beats, worst, failures = {}, {}, {}, {}, {}
     for name in candidates:
-        per_db, ok_harm, ok_beats, deltas_all = [], True, True, []
+        per_db, ok_harm, ok_beats, deltas_all, failed = [], True, True, [], []
         for database, table in tables.items():
-            c, nc = table[name], table["nc"]
+            c, nc, st = table[name], table["nc"], table.get("st", table["nc"])
             deltas = {task: c[task] - nc[task] for task in TASKS}
-            ok_harm &= all(deltas[t] >= -max(nc["std"][t], 0.005) for t in TASKS)
-            if database in informative:
-                ok_beats &= all(deltas[t] > 0 for t in TASKS)
-            per_db.append(min(deltas.values()))
+            for t in TASKS:
+                if deltas[t] < -max(nc["std"][t], 0.005):
+                    ok_harm = False
+                    failed.append(f"(i) {database} {t} {deltas[t]:+.3f}")
+                if database in informative and not deltas[t] > 0:
+                    ok_beats = False
+                    failed.append(f"(ii) {database} {t} {deltas[t]:+.3f}")
+            per_db.append(min(c[t] - max(st[t], nc[t]) for t in TASKS))
             deltas_all += list(deltas.values())
         gains[name], no_harm[name], beats[name] = float(np.mean(per_db)), bool(ok_harm), bool(ok_beats)
-        worst_loss[name] = float(min(deltas_all))
+        worst[name], failures[name] = float(min(deltas_all)), failed
     qualified = [n for n in candidates if no_harm[n] and beats[n]]
-    if qualified:
-        chosen = max(qualified, key=lambda n: gains[n])
-        failed = None
-    else:
-        chosen = max(candidates, key=lambda n: worst_loss[n])
-        failed = ("(i) no harm: " + ", ".join(n for n in candidates if not no_harm[n]) + " fail it; "
-                  "(ii) beats NC MT on the informative databases: " + ", ".join(n for n in candidates
-                                                                               if not beats[n]) + " fail it")
-    return {"recommended": chosen, "qualified": qualified, "mean_worst_task_gain": gains, "no_harm": no_harm,
-            "beats_nc_where_informative": beats, "worst_case_change": worst_loss, "failed": failed}
+    chosen = max(qualified, key=lambda n: gains[n]) if qualified else max(candidates, key=lambda n: worst[n])
+    return {"recommended": chosen, "qualified": qualified, "mean_worst_task_gain_vs_best_baseline": gains,
+            "no_harm": no_harm, "beats_nc_where_informative": beats, "worst_case_change": worst,
+            "failed_where": failures}
 
 
-def calibrate_database(database: str, out: Path, settings: str, seeds: int) -> Path:
-    """Runs ``dmtl compare`` for one calibration database; returns its results folder."""
-    target = out / database
+def prune(tables: dict, candidates) -> dict:
+    """``{candidate: reason}`` of the candidates the seed-0 tables drop (:data:`PRUNE`)."""
+    out = {}
+    for name in candidates:
+        for database, table in tables.items():
+            for t in TASKS:
+                delta = table[name][t] - table["nc"][t]
+                if delta < -PRUNE and name not in out:
+                    out[name] = f"{database} {t} {delta:+.3f} at seed 0"
+    return out
+
+
+def prepare_database(database: str, out: Path) -> list[str]:
+    """The ``dmtl compare`` arguments that select the database (building a CelebA one first)."""
     if database == "demo":
-        dmtl("compare", "--database", "demo", "--out", str(target), "--settings", settings, "--seeds", str(seeds))
-        return target
+        return ["--database", "demo"]
     if database not in CELEBA:
         raise SystemExit(f"unknown calibration database {database!r} (choose from {DATABASES})")
     root = SHARED / "celeba-subset"
@@ -153,84 +188,88 @@ def calibrate_database(database: str, out: Path, settings: str, seeds: int) -> P
     if not (data / "dataset.json").is_file():
         dmtl("build", "--database", "csv", "--root", str(root), "--out", str(data), "--detector", "none",
              "--size", "48", "--workers", "0", "--no-progress", "--set", f"option.csv={csv.resolve()}")
-    dmtl("compare", "--database", "csv", "--data", str(data), "--out", str(target), "--settings", settings,
-         "--seeds", str(seeds), "--set", "relatedness=empirical", "--set", "relatedness_split=val",
-         "--set", "input_size=48", "--set", "epochs=8", "--set", "batch_size=64")
+    return ["--database", "csv", "--data", str(data), "--set", "relatedness=empirical", "--set",
+            "relatedness_split=val", "--set", "input_size=48", "--set", "epochs=8", "--set", "batch_size=64"]
+
+
+def run_group(database: str, out: Path, group, recipes, seeds: int, baselines: bool) -> Path:
+    """One ``dmtl compare`` of a database for one (weighting, placement): NC MT (and ST with ew) and the coupled
+    rows of ``recipes``."""
+    weighting, placement = group
+    settings = [*(["st"] if baselines and weighting == "ew" else []),
+                *(["nc"] if baselines and placement == "outside" else []), *[f"c-{r}" for r in recipes]]
+    target = out / database / f"{weighting}-{placement}"
+    if settings:
+        dmtl("compare", *prepare_database(database, out), "--out", str(target), "--settings", ",".join(settings),
+             "--seeds", str(seeds), "--set", f"weighting={weighting}", "--set", f"coupling_placement={placement}")
     return target
 
 
-def read_table(results: Path, candidates) -> dict:
-    """``{row: {task: mean, "std": {task: std}}}`` from a compare's results.json (primary metrics)."""
-    result = json.loads((results / "results.json").read_text())
+def read_group(results: Path, group) -> dict:
+    """``{row: {task: mean, "std": {task: std}}}`` of one group's compare (candidates named recipe/w/p)."""
+    if not (results / "results.json").is_file():
+        return {}
+    weighting, placement = group
     primary = {"classes": "accuracy", "attributes": "mean_f1"}
-    labels = {"NC MT": "nc", **{f"C MT ({n})": n for n in candidates}}
+    labels = {"ST": "st", "NC MT": "nc" if weighting == "ew" else f"nc-{weighting}",
+              **{f"C MT ({r})": f"{r}/{weighting}/{placement}" for r in RECIPES}}
     table = {}
-    for entry in result["table"]:
-        key = labels.get(entry["label"], entry["label"])
-        table[key] = {task: entry[f"{task}_{primary[task]}"][0] for task in TASKS}
-        table[key]["std"] = {task: entry[f"{task}_{primary[task]}"][1] for task in TASKS}
+    for entry in json.loads((results / "results.json").read_text())["table"]:
+        key = labels.get(entry["label"])
+        if key is not None:
+            table[key] = {task: entry[f"{task}_{primary[task]}"][0] for task in TASKS}
+            table[key]["std"] = {task: entry[f"{task}_{primary[task]}"][1] for task in TASKS}
+            table[key]["seeds"] = entry["n"]
+    return table
+
+
+def read_database(out: Path, database: str) -> dict:
+    table = {}
+    for group in GROUPS:
+        table.update(read_group(out / database / f"{group[0]}-{group[1]}", group))
     return table
 
 
 def relatedness_strength(results: Path) -> float | None:
     """The mean correlation ratio a coupled run of this database reported (relatedness_report.json)."""
-    for report in sorted(results.glob("runs/**/relatedness_report.json")):
+    for report in sorted(results.glob("**/relatedness_report.json")):
         return json.loads(report.read_text())["mean_correlation_ratio"]
     return None
 
 
 def main(argv=None) -> int:
-    from dmtl.coupling import CALIBRATED
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "calibration")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--databases", default=",".join(DATABASES))
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "coupling_calibration.json")
-    p.add_argument("--reuse", type=Path, help="an earlier calibration's JSON whose rows may be reused (see above)")
-    p.add_argument("--collect", nargs="*", type=Path, metavar="REPORT",
-                   help="train nothing: apply the rule to the comparisons already in --out, or to the tables of "
-                        "these calibration reports (databases calibrated by separate processes)")
+    p.add_argument("--collect", action="store_true", help="train nothing: apply the rule to what --out holds")
     args = p.parse_args(argv)
-    candidates = list(CALIBRATED)
-    previous = json.loads(args.reuse.read_text()) if args.reuse else {"tables": {}, "seeds": None}
-    tables, strength, reused = {}, {}, {}
-    for database in args.databases.split(","):
-        if args.collect is not None:
-            report = next((json.loads(f.read_text()) for f in args.collect
-                           if database in json.loads(f.read_text())["tables"]), None)
-            if report is not None:
-                tables[database] = report["tables"][database]
-                strength[database] = report["mean_correlation_ratio"][database]
-                reused[database] = report.get("reused", {}).get(database, [])
-                previous["reused_from"] = report.get("reused_from") or previous.get("reused_from")
-            else:
-                results = args.out / database
-                tables[database], strength[database], reused[database] = (read_table(results, candidates),
-                                                                           relatedness_strength(results), [])
-            continue
-        old = previous["tables"].get(database, {}) if previous["seeds"] == list(range(args.seeds)) else {}
-        keep = [n for n in candidates if n in old and "nc" in old]
-        todo = [n for n in candidates if n not in keep]
-        settings = ",".join(["nc", *[f"c-{name}" for name in todo]])
-        results = calibrate_database(database, args.out, settings, args.seeds)
-        table = read_table(results, candidates)
-        if keep and not all(abs(table["nc"][t] - old["nc"][t]) <= 1e-6
-                            and abs(table["nc"]["std"][t] - old["nc"]["std"][t]) <= 1e-6 for t in TASKS):
-            print(f"{database}: NC MT differs from the earlier calibration ({table['nc']} vs {old['nc']}): "
-                  f"nothing reused, training every candidate", flush=True)
-            settings = ",".join(["nc", *[f"c-{name}" for name in candidates]])
-            table, keep = read_table(calibrate_database(database, args.out, settings, args.seeds), candidates), []
-        table.update({n: old[n] for n in keep})
-        tables[database], strength[database], reused[database] = table, relatedness_strength(results), keep
-    decision = apply_rule(tables, candidates, [d for d in INFORMATIVE if d in tables])
-    report = {"seeds": list(range(args.seeds)), "databases": list(tables), "informative": list(INFORMATIVE),
-              "mean_correlation_ratio": strength, "tables": tables, "reused": reused,
-              "reused_from": str(args.reuse) if args.reuse else previous.get("reused_from"), **decision,
-              "rule": "qualifies: (i) on every database not below NC MT on either task by more than max(NC MT std, "
-                      "0.005), (ii) above NC MT on both tasks on every informative database; recommended = the "
-                      "qualifying candidate with the largest mean (over databases) of min over tasks of (C - NC); "
-                      "none: the candidate with the largest min over databases and tasks of (C - NC)"}
+    databases = args.databases.split(",")
+    if not args.collect:  # seed 0 everywhere, the pruning rule, then the other seeds for what is left
+        for database in databases:
+            for group in GROUPS:
+                run_group(database, args.out, group, RECIPES, 1, True)
+    first = {db: read_database(args.out, db) for db in databases}
+    pruned = prune(first, [c for c in CANDIDATES if all(c in first[db] for db in databases)])
+    if not args.collect and args.seeds > 1:
+        for database in databases:
+            for group in GROUPS:
+                left = [r for r in RECIPES if f"{r}/{group[0]}/{group[1]}" not in pruned]
+                run_group(database, args.out, group, left, args.seeds, True)
+    tables = {db: read_database(args.out, db) for db in databases}
+    survivors = [c for c in CANDIDATES if c not in pruned and all(c in tables[db] for db in databases)]
+    decision = apply_rule(tables, survivors, [d for d in INFORMATIVE if d in tables]) if survivors else {}
+    report = {"seeds": list(range(args.seeds)), "databases": databases, "informative": list(INFORMATIVE),
+              "candidates": CANDIDATES, "pruned": pruned, "prune_rule": f"seed 0: more than {PRUNE} below NC MT "
+              f"(ew) on either task on any database", "seed0_tables": first,
+              "mean_correlation_ratio": {db: relatedness_strength(args.out / db) for db in databases},
+              "tables": tables, **decision,
+              "rule": "qualifies: (i) on every database not below NC MT (ew) on either task by more than max(NC MT "
+                      "std, 0.005), (ii) above NC MT (ew) on both tasks on every informative database; recommended "
+                      "= the qualifying candidate with the largest mean over databases of min over tasks of (C - "
+                      "max(ST, NC MT (ew))); none: the smallest worst-case loss to NC MT (ew) over every database "
+                      "and task"}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2))
     args.results.with_suffix(".md").write_text(markdown(report))
@@ -239,37 +278,39 @@ def main(argv=None) -> int:
 
 
 def markdown(report: dict) -> str:
-    """The calibration table: mean ± std over seeds per database, the rule's numbers, the decision."""
+    """The calibration table: mean ± std over seeds per database and task, the rule's numbers, the decision."""
     databases = report["databases"]
     head = " | ".join(f"{db}: classes | {db}: attributes" for db in databases)
-    strength = ", ".join(f"{db} {report['mean_correlation_ratio'][db]:.3f}" for db in databases
-                         if report["mean_correlation_ratio"].get(db) is not None)
-    lines = [f"Seeds {report['seeds']}; classes = accuracy, attributes = mean F1 at 0.5 (test split); "
-             f"mean ± std over seeds. Informative relatedness: {', '.join(report['informative'])} "
-             f"(mean correlation ratio: {strength}).", "",
-             f"| recipe | {head} | mean worst-task gain vs NC | worst change vs NC | (i) no harm | "
+    strength = ", ".join(f"{db} {v:.3f}" for db, v in report["mean_correlation_ratio"].items() if v is not None)
+    lines = [f"Seeds {report['seeds']}; classes = accuracy, attributes = mean F1 at 0.5 (test split); mean ± std "
+             f"over seeds. Informative relatedness: {', '.join(report['informative'])} (mean correlation ratio: "
+             f"{strength}). Candidates are recipe/weighting/placement.", "",
+             f"| row | {head} | mean min-task gain vs max(ST, NC) | worst change vs NC (ew) | (i) no harm | "
              f"(ii) beats NC where informative |", "|---|" + "---|" * (2 * len(databases) + 4)]
-    for name in ["nc", *report["mean_worst_task_gain"]]:
+    rows = ["st", "nc", "nc-famo", *[c for c in report["candidates"] if c not in report["pruned"]]]
+    gains = report.get("mean_worst_task_gain_vs_best_baseline", {})
+    for name in rows:
         cells = []
         for db in databases:
-            row = report["tables"][db][name]
-            mark = " †" if name in report.get("reused", {}).get(db, ()) else ""
-            cells += [f"{row[t]:.3f} ± {row['std'][t]:.3f}{mark}" for t in TASKS]
-        if name == "nc":
-            extra = ["–"] * 4
-        else:
-            extra = [f"{report['mean_worst_task_gain'][name]:+.3f}", f"{report['worst_case_change'][name]:+.3f}",
+            row = report["tables"][db].get(name)
+            cells += [f"{row[t]:.3f} ± {row['std'][t]:.3f}" if row else "–" for t in TASKS]
+        extra = ["–"] * 4
+        if name in gains:
+            extra = [f"{gains[name]:+.3f}", f"{report['worst_case_change'][name]:+.3f}",
                      "yes" if report["no_harm"][name] else "no",
                      "yes" if report["beats_nc_where_informative"][name] else "no"]
-        lines.append(f"| {'NC MT' if name == 'nc' else name} | {' | '.join(cells + extra)} |")
-    chosen = report["recommended"]
-    if any(report.get("reused", {}).values()):
-        lines += ["", f"† taken from the earlier calibration ({report['reused_from']}) after NC MT, re-run, "
-                      f"reproduced its row to 1e-6 on that database."]
-    lines += ["", f"Rule: {report['rule']}.", "",
-              f"Outcome: recommended = **{chosen}**" + (
-                  f" (qualified: {', '.join(report['qualified'])})." if report["qualified"] else
-                  f" (no candidate qualified: {report['failed']}; chosen by the smallest worst-case loss).")]
+        label = {"st": "ST", "nc": "NC MT (ew)", "nc-famo": "NC MT (famo)"}.get(name, name)
+        lines.append(f"| {label} | {' | '.join(cells + extra)} |")
+    if report["pruned"]:
+        lines += ["", f"Pruned after seed 0 ({report['prune_rule']}): " + "; ".join(
+            f"{n} ({why})" for n, why in report["pruned"].items()) + "."]
+    lines += ["", f"Rule: {report['rule']}."]
+    if "recommended" in report:
+        chosen = report["recommended"]
+        lines += ["", f"Outcome: recommended = **{chosen}**" + (
+            f" (qualified: {', '.join(report['qualified'])})." if report["qualified"] else
+            " (no candidate qualified; chosen by the smallest worst-case loss). Where each failed: " + "; ".join(
+                f"{n}: {', '.join(report['failed_where'][n])}" for n in report["failed_where"]) + ".")]
     return "\n".join(lines) + "\n"
 
 

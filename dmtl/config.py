@@ -361,13 +361,15 @@ def auxiliary_of(config: dict) -> list[dict]:
 
 
 _TYPES = {"epochs": int, "batch_size": int, "input_size": int, "seed": int, "shuffle_buffer": int,
+          "gradient_conflict_batches": int,
           "lr": float, "weight_decay": float, "label_smoothing": float, "head_dropout": float}
 
 
 # (lowest, lowest allowed?, highest, highest allowed?) per numeric option; None = unbounded
 _RANGES = {"epochs": (1, True, None, None), "batch_size": (1, True, None, None), "lr": (0, False, None, None),
            "weight_decay": (0, True, None, None), "label_smoothing": (0, True, 1, False),
-           "head_dropout": (0, True, 1, False), "shuffle_buffer": (1, True, None, None), "seed": (0, True, None, None)}
+           "head_dropout": (0, True, 1, False), "shuffle_buffer": (1, True, None, None), "seed": (0, True, None, None),
+           "gradient_conflict_batches": (0, True, 64, True)}
 
 
 def _check_range(key: str, value, low, low_in, high, high_in) -> None:
@@ -429,7 +431,8 @@ def validate(config: dict) -> None:
     if config["jit_compile"] and config["run_eagerly"]:
         raise ConfigError("jit_compile and run_eagerly exclude each other: XLA compiles the step that run_eagerly "
                           "runs as Python")
-    for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
+    from dmtl.coupling import PLACEMENTS
+    for key, allowed in (("strategy", STRATEGIES), ("precision", PRECISIONS), ("coupling_placement", PLACEMENTS)):
         if config[key] not in allowed:
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {shown(config[key])}")
     unknown = set(config["loss_weights"] or {}) - {"classes", "attributes"}

@@ -164,7 +164,7 @@ def confident_binary(teacher, threshold: float):
 
 
 def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: str, normalise: bool = False,
-                          attribute_weights=None, confidence: float = 0.0):
+                          attribute_weights=None, confidence: float = 0.0, reliability=None):
     """L_DM read as distillation, per image (every image; the caller masks):
 
     * ``student="attributes"``: sum_i BCE(target = sg(q_i), prediction = p_i) — the class head, through the
@@ -174,7 +174,9 @@ def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: st
 
     ``normalise`` divides by M (the mean over attributes, like L_att). ``attribute_weights`` (M,) weight each
     attribute's term by how much the class explains it (:func:`dmtl.relatedness.attribute_informativeness`);
-    ``confidence`` keeps only the (image, attribute) terms whose teacher is confident (:func:`confident_binary`).
+    ``confidence`` keeps only the (image, attribute) terms whose teacher is confident (:func:`confident_binary`);
+    ``reliability`` (M,) weights each attribute's term by how much better than its student the teacher predicted
+    the validation labels (:func:`teacher_gain`).
     """
     p = ops.cast(attribute_probs, "float32")
     q = coupled_attribute_probs(class_probs, relatedness)
@@ -188,6 +190,8 @@ def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: st
         raise ValueError(f"student must be 'attributes' or 'classes', not {student!r}")
     if attribute_weights is not None:
         per_attribute = per_attribute * ops.convert_to_tensor(np.asarray(attribute_weights, np.float32))
+    if reliability is not None:
+        per_attribute = per_attribute * ops.cast(reliability, "float32")
     if confidence:
         per_attribute = ops.where(confident_binary(teacher, confidence) > 0, per_attribute,
                                   ops.zeros_like(per_attribute))
@@ -195,6 +199,19 @@ def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: st
     if normalise:
         per_image = per_image / max(int(p.shape[-1]), 1)
     return per_image
+
+
+def teacher_gain(student_loss, teacher_loss):
+    """A distillation term's reliability weight: the relative reduction of the validation loss (BCE per attribute,
+    or CE) when the student's own prediction is replaced by its teacher's, clip((L_s - L_t) / L_s, 0, 1): 0 for a
+    teacher no better than its student, 1 for a perfect one. In the spirit of weighting soft labels by how the
+    teacher's loss compares with the student's (Zhou et al., "Rethinking soft labels for knowledge distillation",
+    ICLR 2021), measured per epoch on held-out labels rather than per training sample. numpy arrays."""
+    student_loss = np.asarray(student_loss, np.float64)
+    teacher_loss = np.asarray(teacher_loss, np.float64)
+    gain = np.where(student_loss > 0, (student_loss - teacher_loss) / np.where(student_loss > 0, student_loss, 1.0),
+                    0.0)
+    return np.clip(gain, 0.0, 1.0)
 
 
 def co_annotation_indicator(attribute_labels, relatedness):

@@ -31,6 +31,13 @@ from dmtl.weighting import get_weighting
 from dmtl.weighting.distribute import num_replicas, per_step, replica_sum
 
 TASKS = ("classes", "attributes")
+PLACEMENTS = coupling_lib.PLACEMENTS
+
+
+def placed(coupling_name: str, task: str) -> str:
+    """The key of a coupling's parts that train ``task`` alone (``dm->attributes``), under ``student`` placement;
+    ``dm->outside``: its parts that train both heads (they stay outside the weighting)."""
+    return f"{coupling_name}->{task}"
 DEFAULT_LOSS_WEIGHTS = {"classes": 1.0, "attributes": 1.0}
 _LEGACY_COUPLING_KEYS = ("coupling", *coupling_lib.LEGACY_KEYS)
 
@@ -59,7 +66,7 @@ class MultiTaskModel(keras.Model):
 
     def __init__(self, backbone, num_classes: int, num_attributes: int, relatedness=None, class_names=None,
                  attribute_names=None, tasks=TASKS, couplings=(), loss_weights=None, label_smoothing=0.0,
-                 head_dropout=0.0, weighting="ew", weighting_options=None, **kwargs):
+                 head_dropout=0.0, weighting="ew", weighting_options=None, coupling_placement="outside", **kwargs):
         legacy = {k: kwargs.pop(k) for k in _LEGACY_COUPLING_KEYS if k in kwargs}
         if legacy:
             legacy["loss_weights"] = loss_weights
@@ -94,6 +101,16 @@ class MultiTaskModel(keras.Model):
             raise ValueError(f"relatedness has shape {matrix.shape}, expected ({num_classes}, {num_attributes})")
         self.relatedness = matrix
         self.tasks, self.couplings = tasks, couplings
+        if coupling_placement not in PLACEMENTS:
+            raise ValueError(f"coupling_placement must be one of {PLACEMENTS}, not {coupling_placement!r}")
+        self.coupling_placement = coupling_placement
+        for coupling in couplings:  # validated teacher reliability: weights the epoch-end measure sets
+            shapes = coupling.reliability_shapes(int(num_attributes)) if hasattr(coupling, "reliability_shapes") \
+                else {}
+            for student, shape in shapes.items():
+                coupling.reliability_variables[student] = self.add_weight(
+                    shape=shape, initializer="ones", trainable=False, dtype="float32",
+                    name=f"{coupling.name}_reliability_{student}")
         self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
         self.label_smoothing, self.head_dropout = float(label_smoothing), float(head_dropout)
         self.weighting_name, self.weighting_options = weighting, dict(weighting_options or {})
@@ -211,8 +228,22 @@ class MultiTaskModel(keras.Model):
         if self.couplings and "classes" in y and "attributes" in y:
             for coupling in self.couplings:
                 parts = coupling.terms(y, predictions, self.relatedness, features=features)
-                terms[coupling.name] = sum(self._global_mean(part, counts, coupling.name) for part in parts)
+                means = [self._global_mean(part, counts, coupling.name) for part in parts]
+                terms[coupling.name] = sum(means)
+                if self.coupling_placement == "student":
+                    self._place(coupling, parts, means, terms, counts)
         return terms
+
+    @staticmethod
+    def _place(coupling, parts, means, terms, counts) -> None:
+        """Files each part of ``coupling`` under the task it trains alone (:func:`placed`), or under ``outside``
+        when it trains both heads; counts its contributing images (a task is present in a batch where it has
+        labels or a term teaches it)."""
+        for students, (_, mask), mean in zip(coupling.part_students(len(parts)), parts, means):
+            key = placed(coupling.name, students[0] if len(students) == 1 else "outside")
+            terms[key] = terms[key] + mean if key in terms else mean
+            if counts is not None:
+                counts[key] = counts.get(key, 0.0) + replica_sum(ops.sum(ops.cast(mask, "float32")))
 
     def training_progress(self):
         """Epochs of training done so far (float), from the optimizer's step count; 0 before training."""
@@ -220,21 +251,33 @@ class MultiTaskModel(keras.Model):
             return 0.0
         return ops.cast(self.optimizer.iterations, "float32") / float(self.steps_per_epoch)
 
-    def coupling_total(self, terms, progress=None):
-        """sum_j w_j(progress) L_j over the couplings present in ``terms`` (weights ramped up if configured)."""
+    def coupling_total(self, terms, progress=None, part=None):
+        """sum_j w_j(progress) L_j over the couplings present in ``terms`` (weights ramped up if configured);
+        ``part``: only their parts filed under that task (or ``outside``) by ``student`` placement."""
         if progress is None:  # read the step count only when a weight ramps up
             ramps = any(c.rampup_epochs for c in self.couplings)
             progress = self.training_progress() if ramps else 0.0
-        return sum(coupling.scale(progress) * terms[coupling.name] for coupling in self.couplings
-                   if coupling.name in terms)
+        names = {c.name: (c.name if part is None else placed(c.name, part)) for c in self.couplings}
+        return sum(coupling.scale(progress) * terms[names[coupling.name]] for coupling in self.couplings
+                   if names[coupling.name] in terms)
 
     def task_losses(self, terms) -> dict:
-        """``{task: w_t L_t}`` with the configured loss weights, for the tasks in ``terms``."""
-        return {t: self.loss_weights[t] * terms[t] for t in self.tasks if t in terms}
+        """``{task: w_t L_t}`` with the configured loss weights, for the tasks in ``terms``; under ``student``
+        placement each task's loss also carries the coupling terms that teach it (so the weighting weights, or
+        balances the gradient of, the task with its couplings)."""
+        out = {t: self.loss_weights[t] * terms[t] for t in self.tasks if t in terms}
+        if self.coupling_placement == "student" and self.couplings:
+            progress = self.training_progress() if any(c.rampup_epochs for c in self.couplings) else 0.0
+            for task in self.tasks:
+                couplings = self.coupling_total(terms, progress, part=task)
+                if not isinstance(couplings, (int, float)) or couplings:
+                    out[task] = out[task] + couplings if task in out else couplings
+        return out
 
     def rest_total(self, terms):
-        """What the weighting does not combine: the couplings (ramped if configured) and layer losses."""
-        total = self.coupling_total(terms)
+        """What the weighting does not combine: the couplings (ramped if configured; under ``student``
+        placement only the parts that train both heads) and layer losses."""
+        total = self.coupling_total(terms, part="outside" if self.coupling_placement == "student" else None)
         if self.losses:
             total = total + per_step(ops.sum(self.losses))
         return total
@@ -245,8 +288,16 @@ class MultiTaskModel(keras.Model):
         return total + self.rest_total(terms), logs
 
     def present_tasks(self, terms, counts) -> dict:
-        """``{task: bool}``: whether the task has labels in the global batch (non-overlapping annotations)."""
-        return {t: ops.convert_to_tensor(counts.get(t, 0.0)) > 0 for t in self.tasks if t in terms}
+        """``{task: bool}``: whether the task has labels in the global batch (non-overlapping annotations), or,
+        under ``student`` placement, a coupling term that teaches it."""
+        out = {}
+        for t in self.tasks:
+            if t in terms or any(placed(c.name, t) in terms for c in self.couplings):
+                count = counts.get(t, 0.0)
+                if self.coupling_placement == "student":
+                    count = count + sum(counts.get(placed(c.name, t), 0.0) for c in self.couplings)
+                out[t] = ops.convert_to_tensor(count) > 0
+        return out
 
     def shared_variables(self) -> list:
         """The variables every task's loss reaches (the backbone's trainable ones): what a gradient-level weighting
@@ -395,7 +446,8 @@ class MultiTaskModel(keras.Model):
             self._invalid_labels.update_state(counts["invalid_class_labels"])
         self._trackers["loss"].update_state(total * replicas, sample_weight=counts.get("loss"))
         for name, value in terms.items():
-            self._trackers[f"{name}_loss"].update_state(value * replicas, sample_weight=counts.get(name))
+            if "->" not in name:  # a coupling's placed parts are logged within the coupling's own loss
+                self._trackers[f"{name}_loss"].update_state(value * replicas, sample_weight=counts.get(name))
 
     def _track_tasks(self, y, predictions):
         for task, task_metrics in self._task_metrics.items():
@@ -419,7 +471,7 @@ class MultiTaskModel(keras.Model):
             "tasks": list(self.tasks), "couplings": [c.get_config() for c in self.couplings],
             "loss_weights": self.loss_weights, "label_smoothing": self.label_smoothing,
             "head_dropout": self.head_dropout, "weighting": self.weighting_name,
-            "weighting_options": self.weighting_options,
+            "weighting_options": self.weighting_options, "coupling_placement": self.coupling_placement,
         }
 
     @classmethod

@@ -32,3 +32,4 @@ class StageContext:
     verbose: object = 0
     targets: object = None  # what the label completion prepared (dmtl.training.data.datasets reads it)
     fit_data: object = None  # the training pipeline cut for the strategy (what fit reads)
+    reliability_data: object = None  # the whole validation split (teacher reliability is measured on it)

@@ -227,6 +227,11 @@ def test_compare_writes_the_paper_tables(demo_data, tmp_path, capsys):
     assert coupled["classes_delta_vs_st"] == pytest.approx(delta)
     assert coupled["classes_negative_transfer"] == (delta < 0)
     assert st["classes_accuracy"][1] >= 0  # std over the 2 seeds
+    # the gradient conflict of the multi-task rows: the last epoch tabulated, every epoch plotted
+    assert "Gradient conflict at the last epoch" in table and "classes vs attributes" in table
+    assert -1 <= coupled["conflict_grad_cos_tasks"][0] <= 1 and "conflict_grad_cos_tasks" not in st
+    curves = json.loads((tmp_path / "cmp" / "results.json").read_text())["meta"]["conflict_curves"]
+    assert list(curves) == ["C MT"] and len(curves["C MT"]) == 1
     # per-task best epoch: multi-task rows only; with one epoch the own best epoch is the selected one
     assert "own best epoch" in table
     for row in rows:

@@ -56,12 +56,26 @@ CANDIDATES.update({
     "symmetric-gated": {name: {**options, **_GATED} for name, options in _SYMMETRIC.items()},
     "symmetric-informed-gated": {name: {**options, **_INFORMED, **_GATED} for name, options in _SYMMETRIC.items()},
 })
+# Teacher-reliability variants (issue 30), fixed before the third calibration: each distillation term weighted by
+# how much better than its student its teacher predicted the validation labels at the last epoch's end
+# (reliability: validated); distil-both's L_SCA is the printed log form, which has no teacher to weigh.
+_RELIABLE = {"reliability": "validated"}
+CANDIDATES.update({
+    "symmetric-reliable": {name: {**options, **_RELIABLE} for name, options in _SYMMETRIC.items()},
+    "distil-both-reliable": {"dm": {**CANDIDATES["distil-both"]["dm"], **_RELIABLE}, "sca": {}},
+})
 CALIBRATED = [name for name in CANDIDATES if name != "printed"]
 """The recipes the calibration chooses ``recommended`` from (``printed`` is never the default)."""
 # The calibration's outcome (bench/results/coupling_calibration.md): no candidate met the rule's conditions, so by
 # its fallback the candidate with the smallest worst-case loss to NC MT over every database and task.
 RECOMMENDED = "symmetric-informed"
 RECIPES = {**CANDIDATES, "recommended": CANDIDATES[RECOMMENDED]}
+
+
+PLACEMENTS = ("outside", "student")
+"""Where a coupling term joins the loss (config ``coupling_placement``): ``outside`` the weighting (added to its
+output unweighted, the paper's Eq. 1) or with its ``student`` task (added to that task's loss before the weighting
+combines the tasks, so a loss-level method weights it with its task and a gradient-level one balances it)."""
 
 
 def coupling_class(name: str):
@@ -113,4 +127,4 @@ def recipe(name: str) -> dict:
     return copy.deepcopy(RECIPES[name])
 
 
-__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
+__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "PLACEMENTS", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]

@@ -13,6 +13,18 @@ import numpy as np
 from keras import ops
 
 WHERE = ("all", "unlabelled")
+RELIABILITY = ("none", "validated")
+"""``validated``: each distillation term's weight follows how well its teacher predicted the student's labels on
+the validation images at the end of the last epoch (:func:`dmtl.losses.teacher_gain`; 1 in the first epoch)."""
+
+
+def _bce(labels, probabilities):
+    """Elementwise BCE of 0/1 ``labels`` (-1 = missing: 0 there) and the per-attribute label mask (numpy)."""
+    labels = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(probabilities, np.float64), 1e-7, 1 - 1e-7)
+    mask = labels >= 0
+    y = np.maximum(labels, 0.0)
+    return np.where(mask, -(y * np.log(p) + (1 - y) * np.log(1 - p)), 0.0), mask
 
 
 def ramp_factor(progress, rampup_epochs: float):
@@ -79,6 +91,15 @@ class Coupling:
         ``features``: the shared representation (B, F) (used by auxiliary terms)."""
         raise NotImplementedError
 
+    def students(self) -> tuple:
+        """The heads this term trains (its stop-gradients say which); both unless a subclass says otherwise."""
+        return ("classes", "attributes")
+
+    def part_students(self, parts: int) -> list[tuple]:
+        """The heads each of the ``parts`` returned by :meth:`terms` trains (``coupling_placement: student`` files
+        a part that trains one head with that head's task)."""
+        return [tuple(self.students())] * parts
+
     def check_names(self, class_names, attribute_names) -> None:
         """Raises ValueError when an option names a class or attribute the data lacks (checked before a run)."""
 
@@ -118,8 +139,13 @@ class RelatednessAware(Coupling):
     (uniform when not given).
     """
 
-    def __init__(self, informativeness: str = "none", confidence: float = 0.0, class_prior=None, **common):
+    def __init__(self, informativeness: str = "none", confidence: float = 0.0, class_prior=None,
+                 reliability: str = "none", **common):
         super().__init__(**common)
+        if reliability not in RELIABILITY:
+            raise ValueError(f"{self.name}: reliability must be one of {RELIABILITY}, not {reliability!r}")
+        self.reliability = reliability
+        self.reliability_variables = {}  # {student: variable}, created by the model when reliability is validated
         from dmtl.relatedness import INFORMATIVENESS
         if informativeness not in ("none", *INFORMATIVENESS):
             raise ValueError(f"{self.name}: informativeness must be one of {('none', *INFORMATIVENESS)}, not "
@@ -164,4 +190,18 @@ class RelatednessAware(Coupling):
 
     def strength_options(self) -> dict:
         return {"informativeness": self.informativeness, "confidence": self.confidence,
-                "class_prior": self.class_prior}
+                "class_prior": self.class_prior, "reliability": self.reliability}
+
+    # ------------------------------------------------------------------ teacher reliability
+    def reliability_shapes(self, num_attributes: int) -> dict:
+        """``{student: shape}`` of the reliability weights this term needs (none unless ``validated``)."""
+        return {}
+
+    def reliability_weight(self, student: str):
+        """The current reliability weight(s) of the term that trains ``student`` (None: not validated)."""
+        return self.reliability_variables.get(student)
+
+    def reliability_losses(self, y: dict, predictions: dict, relatedness) -> dict:
+        """On one validation batch (numpy): ``{student: (student loss sums, teacher loss sums, label counts)}``,
+        summed over the images that carry the student's labels (per attribute, or one number for classes)."""
+        return {}

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from dmtl import losses
-from dmtl.coupling.base import RelatednessAware, has_labels
+from dmtl.coupling.base import RelatednessAware, _bce, has_labels
 
 RELATEDNESS_MODES = ("weights", "indicator")
 SCALES = ("sum", "mean")
@@ -52,6 +52,8 @@ class DistributionMatching(RelatednessAware):
             raise ValueError(f"dm: scale must be one of {SCALES}, not {scale!r}")
         if self.confidence and form != "distillation":
             raise ValueError("dm: confidence gates a teacher: it needs form distillation")
+        if self.reliability != "none" and form != "distillation":
+            raise ValueError("dm: reliability weighs a teacher: it needs form distillation")
         self.target, self.form, self.relatedness, self.scale_mode = target, form, relatedness, scale
 
     def students(self) -> tuple:
@@ -61,6 +63,12 @@ class DistributionMatching(RelatednessAware):
                     "mixture-as-target": ("attributes",)}[self.target]
         return {"mixture-as-target": ("attributes",), "attributes-as-target": ("classes",),
                 "both": ("attributes", "classes")}[self.target]
+
+    def part_students(self, parts: int) -> list[tuple]:
+        """The distillation form returns one part per student (:meth:`terms`); the log forms one part."""
+        if self.form == "distillation":
+            return [(student,) for student in self.students()]
+        return [tuple(self.students())]
 
     def matrix(self, relatedness):
         matrix = np.asarray(relatedness, np.float32)
@@ -82,8 +90,25 @@ class DistributionMatching(RelatednessAware):
         out = []
         for student in self.students():
             values = losses.dm_distillation_terms(classes, attributes, matrix, student, normalise, weights,
-                                                  self.confidence)
+                                                  self.confidence, self.reliability_weight(student))
             out.append((values, self._mask(y, student, values)))
+        return out
+
+    def reliability_shapes(self, num_attributes: int) -> dict:
+        """One weight per attribute and direction: how much better the teacher predicts attribute i."""
+        return {s: (num_attributes,) for s in self.students()} if self.reliability == "validated" else {}
+
+    def reliability_losses(self, y, predictions, relatedness) -> dict:
+        """Attribute student: q_i = sum_c p(c|x) p(a_i|c) (teacher) against p_i (student); class student: p_i
+        (teacher) against q_i (the class head's prediction through the relatedness); BCE on attribute labels."""
+        q = np.asarray(predictions["classes"], np.float64) @ self.matrix(relatedness).astype(np.float64)
+        p = np.asarray(predictions["attributes"], np.float64)
+        out = {}
+        for student in self.students():
+            own, teacher = (p, q) if student == "attributes" else (q, p)
+            student_bce, mask = _bce(y["attributes"], own)
+            teacher_bce, _ = _bce(y["attributes"], teacher)
+            out[student] = (student_bce.sum(0), teacher_bce.sum(0), mask.sum(0))
         return out
 
     def options(self):

@@ -31,6 +31,8 @@ class SoftCoAnnotation(RelatednessAware):
             raise ValueError(f"sca: direction must be one of {losses.SCA_DIRECTIONS}, not {direction!r}")
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"sca: temperature must be a number > 0, not {temperature!r}")
+        if self.reliability != "none" and direction != "distillation":
+            raise ValueError("sca: reliability weighs a teacher: it needs direction distillation")
         self.direction, self.temperature = direction, float(temperature)
 
     @property
@@ -48,7 +50,37 @@ class SoftCoAnnotation(RelatednessAware):
             confidence=self.confidence)
         if self.where == "unlabelled":
             mask = mask * (1.0 - has_labels(y, "classes"))
+        reliability = self.reliability_weight("classes")
+        if reliability is not None:
+            values = values * ops.cast(reliability, "float32")[0]
         return [(values, mask)]
+
+    def reliability_shapes(self, num_attributes: int) -> dict:
+        return {"classes": (1,)} if self.reliability == "validated" else {}
+
+    def teacher(self, attribute_labels, relatedness):
+        """q(c|x) = softmax(I(c|x) / T) (Eq. 4-5, with the informativeness weights when set): the soft label."""
+        matrix = np.asarray(relatedness, np.float32)
+        weights = self.attribute_weights(matrix)
+        weighted = matrix if weights is None else matrix * np.asarray(weights, np.float32)[None, :]
+        indicator, _ = losses.co_annotation_indicator(attribute_labels, weighted)
+        return ops.convert_to_numpy(ops.softmax(indicator / self.temperature, axis=-1))
+
+    def reliability_losses(self, y, predictions, relatedness) -> dict:
+        """The soft label from the image's attributes (its labels where it has them, else the attribute head's
+        0/1 decisions: validation images of disjoint annotations lack them) against the class head, by the
+        cross-entropy of the class label."""
+        labels = np.asarray(y["classes"]).astype(np.int64)
+        has = labels >= 0
+        observed = np.asarray(y["attributes"], np.float32)
+        decided = (np.asarray(predictions["attributes"]) >= 0.5).astype(np.float32)
+        attributes = np.where(observed >= 0, observed, decided)
+        q = self.teacher(attributes, relatedness)
+        p = np.asarray(predictions["classes"], np.float64)
+        rows, index = np.nonzero(has)[0], labels[has]
+        student = -np.log(np.clip(p[rows, index], 1e-7, 1.0))
+        teacher = -np.log(np.clip(q[rows, index], 1e-7, 1.0))
+        return {"classes": (np.array([student.sum()]), np.array([teacher.sum()]), np.array([float(has.sum())]))}
 
     def options(self):
         return {"direction": self.direction, "temperature": self.temperature, **self.strength_options()}

@@ -154,9 +154,36 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
                     merged["attributes_mean_f1_val_thresholds"] = result["attributes_val_thresholds"]["mean_f1"]
                 for task, best in result.get("per_task_best", {}).items():
                     merged[f"{task}_at_own_best_epoch"] = best["at_own_best_epoch"]
+                for key, values in conflict_history(run_dir).items():  # the last epoch's gradient cosines
+                    merged[f"conflict_{key}"] = values[-1]
                 keras.backend.clear_session()
             records.append(merged)
     return records
+
+
+def conflict_history(run_dir) -> dict:
+    """``{grad_cos_*: [value per epoch]}`` from a run's history (:class:`dmtl.training.callbacks.GradientConflict`;
+    empty for single-task runs and runs that did not log it)."""
+    history = Path(run_dir) / "history.csv"
+    if not history.is_file():
+        return {}
+    rows = list(csv.DictReader(open(history)))
+    keys = sorted({k for r in rows for k in r if k.startswith("grad_cos_")})
+    return {k: [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in rows] for k in keys}
+
+
+def conflict_curves(out, rows, seeds, folds=False) -> dict:
+    """``{row label: mean grad_cos_tasks per epoch over the seeds}`` of the rows whose runs logged it."""
+    curves = {}
+    for row in rows:
+        for name, _ in row.runs:
+            series = [conflict_history(Path(out) / "runs" / f"{name}-{'fold' if folds else 'seed'}{seed}").get(
+                "grad_cos_tasks") for seed in seeds]
+            series = [s for s in series if s]
+            if series:
+                length = min(len(s) for s in series)
+                curves[row.label] = np.nanmean([s[:length] for s in series], axis=0).tolist()
+    return curves
 
 
 def summarise(records, rows, primary) -> list[dict]:
@@ -235,6 +262,18 @@ def write_results(out, records, table, primary, meta) -> None:
                 cells = [_fmt(e[k]) if k in e else "–" for t, m in (("classes", pc), ("attributes", pa))
                          for k in (f"{t}_{m}", f"{t}_at_own_best_epoch")]
                 lines.append(f"| {e['label']} | " + " | ".join(cells) + " |")
+    conflict = sorted({k for e in table for k in e if k.startswith("conflict_grad_cos_")})
+    if conflict:
+        names = [k[len("conflict_grad_cos_"):].replace("tasks", "classes vs attributes").replace("_", " -> ")
+                 for k in conflict]
+        lines += ["", "Gradient conflict at the last epoch: the cosine between the gradients on the shared network "
+                      "of the two tasks, and of each coupling and the task it teaches, on fixed training batches "
+                      "(negative = the two conflict, Yu et al. 2020).", "",
+                  "| setting | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for e in table:
+            if any(k in e for k in conflict):
+                lines.append(f"| {e['label']} | " + " | ".join(_fmt(e[k]) if k in e else "–" for k in conflict)
+                             + " |")
     if any("attributes_mean_f1_val_thresholds" in e for e in table):
         lines += ["", "Attribute mean F1 with per-attribute thresholds tuned on validation (not the paper's 0.5):", ""]
         for e in table:
@@ -242,15 +281,29 @@ def write_results(out, records, table, primary, meta) -> None:
                 lines.append(f"- {e['label']}: {_fmt(e['attributes_mean_f1_val_thresholds'])}")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"meta": meta, "table": table, "records": records}, indent=2))
-    plot(out / "results.png", table, primary, meta)
+    plot(out / "results.png", table, primary, meta, meta.get("conflict_curves"))
 
 
-def plot(path, table, primary, meta) -> None:
+def plot(path, table, primary, meta, curves=None) -> None:
+    """The primary metrics per setting (bars, mean ± std); with ``curves``, beside them the cosine between the
+    tasks' gradients per epoch for each setting."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     labels = [e["label"] for e in table]
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels) + 2), 3.6))
+    width_in = max(5, 1.2 * len(labels) + 2)
+    if curves:
+        fig, (ax, conflict_ax) = plt.subplots(1, 2, figsize=(width_in + 4.5, 3.6),
+                                              gridspec_kw={"width_ratios": [width_in, 4.5]})
+        for label, curve in curves.items():
+            conflict_ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=label)
+        conflict_ax.axhline(0.0, color="grey", linewidth=0.8)
+        conflict_ax.set_xlabel("epoch")
+        conflict_ax.set_ylabel("cos(g_classes, g_attributes)")
+        conflict_ax.set_title("gradient conflict (shared network)")
+        conflict_ax.legend(fontsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(width_in, 3.6))
     width = 0.38
     for i, (task, colour) in enumerate((("classes", "tab:blue"), ("attributes", "tab:orange"))):
         key = f"{task}_{primary[task]}"
@@ -285,6 +338,7 @@ def compare(database, out, settings=("st", "nc", "c-printed", "c-recommended"), 
     table = summarise(records, rows, primary)
     meta = {"database": database, "seeds": len(seed_list), "folds": list(folds or []), "settings": list(settings),
             "methods": list(methods),
-            "ablation": ablation, "forms": list(forms), "overrides": extra or {}}
+            "ablation": ablation, "forms": list(forms), "overrides": extra or {},
+            "conflict_curves": conflict_curves(out, rows, seed_list, bool(folds))}
     write_results(out, records, table, primary, meta)
     return (out / "results.md").read_text()

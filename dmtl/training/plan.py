@@ -115,6 +115,7 @@ class TrainPlan:
     monitor: str
     primary_metrics: dict
     export_formats: tuple
+    gradient_conflict_batches: int = 2
 
     @classmethod
     def of_config(cls, config: dict) -> "TrainPlan":
@@ -123,7 +124,8 @@ class TrainPlan:
                    config["augment"], config["mixaugment"], config["mixing"], config["strategy"],
                    config["precision"], bool(config["jit_compile"]), bool(config["run_eagerly"]),
                    config["monitor"],
-                   dict(config["primary_metrics"]), tuple(config["export_formats"]))
+                   dict(config["primary_metrics"]), tuple(config["export_formats"]),
+                   int(config["gradient_conflict_batches"]))
 
     @property
     def compile_options(self) -> dict:
@@ -148,6 +150,7 @@ class MethodPlan:
     head_dropout: float
     backbone: str
     weights: str | None
+    coupling_placement: str = "outside"
 
     @classmethod
     def of_config(cls, config: dict, couplings) -> "MethodPlan":
@@ -155,7 +158,7 @@ class MethodPlan:
                    dict(config["architecture_options"] or {}), config["label_completion"],
                    dict(config["label_completion_options"] or {}), list(couplings), dict(config["loss_weights"] or {}),
                    float(config["label_smoothing"]), float(config["head_dropout"]), config["backbone"],
-                   config["weights"])
+                   config["weights"], config["coupling_placement"])
 
 
 @dataclasses.dataclass

@@ -26,7 +26,8 @@ from dmtl.outputs import remove_orphan_temporaries
 from dmtl.label_completion import get_label_completion
 from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
-                                     NonFiniteLoss, RestoreOnly, ValidationScore)
+                                     GradientConflict, NonFiniteLoss, RestoreOnly, TeacherReliability,
+                                     ValidationScore)
 from dmtl.training.data import datasets
 from dmtl.training.distribute import distribute_training_data, dtype_policy, make_strategy
 from dmtl.training.plan import RunError, RunPlan
@@ -64,7 +65,7 @@ def model_spec(plan: RunPlan) -> ModelSpec:
                    attribute_names=plan.attribute_names, tasks=plan.tasks, couplings=method.couplings,
                    loss_weights=method.loss_weights, label_smoothing=method.label_smoothing,
                    head_dropout=method.head_dropout, weighting=method.weighting,
-                   weighting_options=method.weighting_options)
+                   weighting_options=method.weighting_options, coupling_placement=method.coupling_placement)
     return ModelSpec(plan.input_shape, len(plan.class_names), len(plan.attribute_names), method.backbone,
                      method.weights, plan.train.seed, options)
 
@@ -160,7 +161,10 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
     context, architecture = _data_and_targets(config, plan, run_dir, verbose)
     strategy, processes = _strategy_and_data(plan, context)
     model, epochs = _build_and_compile(plan, context, architecture, strategy)
-    history, seconds = _fit(model, context, epochs, role.callbacks(plan, epochs), processes, run_dir)
+    callbacks = role.callbacks(plan, epochs, context.reliability_data)
+    if processes is None and len(plan.tasks) > 1:  # (a multi-process job would measure on the distributed model)
+        callbacks.insert(1, GradientConflict(_conflict_batches(plan)))
+    history, seconds = _fit(model, context, epochs, callbacks, processes, run_dir)
     _check_trained(model, history, role.non_finite, plan, run_dir)
     return role.save(model, plan, config, strategy, processes, round(seconds, 1), context.steps, epochs)
 
@@ -200,6 +204,7 @@ def _strategy_and_data(plan: RunPlan, context: StageContext):
         raise RunError(f"batch_size {plan.train.batch_size} (the global batch) is not a multiple of the "
                        f"{strategy.num_replicas_in_sync} replicas")
     train = distribute_training_data(make_train, strategy)
+    context.reliability_data = val  # every process measures a teacher's reliability on the whole split
     if processes is not None:  # multi-process: this process's slice of every validation batch
         from dmtl.training.distribute import process_slices
         val = process_slices(val, strategy, plan.train.batch_size)
@@ -207,6 +212,21 @@ def _strategy_and_data(plan: RunPlan, context: StageContext):
                                                  val, steps)
     context.fit_data = train
     return strategy, processes
+
+
+def _conflict_batches(plan: RunPlan) -> list:
+    """The fixed training batches the gradient conflict is measured on (:func:`conflict_batches`)."""
+    from dmtl.data import reader
+    from dmtl.training.callbacks import conflict_batches
+
+    count = plan.train.gradient_conflict_batches
+    if not count:
+        return []
+    size = min(plan.train.batch_size, 32)
+    data = reader.make_dataset([str(d) for d in plan.dirs], "train", size, training=False,
+                               class_names=plan.class_names, attribute_names=plan.attribute_names,
+                               image_size=plan.input_shape[:2], unlisted_classes=plan.data.unlisted, fold=plan.fold)
+    return conflict_batches(data.take(64).as_numpy_iterator(), count, size)
 
 
 def _build_and_compile(plan: RunPlan, context: StageContext, architecture, strategy):
@@ -301,9 +321,10 @@ class ChiefRole:
             save_relatedness(plan.relatedness, run_dir)
             write_json(run_dir / "relatedness_report.json", plan.relatedness_report)
 
-    def callbacks(self, plan: RunPlan, epochs: int) -> list:
+    def callbacks(self, plan: RunPlan, epochs: int, reliability_data=None) -> list:
         run_dir = self.run_dir
-        return [self.non_finite, ValidationScore(plan.tasks, plan.train.primary_metrics),
+        return [self.non_finite, TeacherReliability(reliability_data, run_dir / "relatedness_report.json"),
+                ValidationScore(plan.tasks, plan.train.primary_metrics),
                 *(AtomicCheckpoint(run_dir / name, monitor=monitor) for name, monitor in _checkpoint_monitors(plan)),
                 AtomicCheckpoint(run_dir / "last.weights.h5"),
                 EpochHistory(run_dir / "history.csv"),
@@ -360,9 +381,10 @@ class WorkerRole(ChiefRole):
     def prepare_folder(self, config: dict, plan: RunPlan, force: bool) -> None:
         return None  # process 0 prepares (and locks) the run folder
 
-    def callbacks(self, plan: RunPlan, epochs: int) -> list:
+    def callbacks(self, plan: RunPlan, epochs: int, reliability_data=None) -> list:
         run_dir, scratch = self.run_dir, self.scratch
-        return [self.non_finite, ValidationScore(plan.tasks, plan.train.primary_metrics),
+        return [self.non_finite, TeacherReliability(reliability_data),  # the same weights as process 0's
+                ValidationScore(plan.tasks, plan.train.primary_metrics),
                 *(AtomicCheckpoint(scratch / name, monitor, record=run_dir / f"{name}.json", write_record=False)
                   for name, monitor in _checkpoint_monitors(plan)),
                 AtomicCheckpoint(scratch / "last.weights.h5"),
