@@ -9,9 +9,9 @@ informative (fixed before measuring, :data:`INFORMATIVE`):
   the other 38 (beards, make-up, baldness, grey hair are tied to it); informative;
 * ``celeba-hair``: a Case II analogue, the class is hair colour (black / blond / brown / gray, images with exactly
   one), the attributes the other 36; weakly related: not informative;
-* ``celeba-look``: a hard class task (the first calibrations had none): attractive x young x smiling (8 classes,
-  each a subtle judgement), the attributes the other 37; partly informative (smiling explains the mouth and
-  cheekbone attributes, age the grey hair and baldness; the colours and accessories not at all), so, like the
+* ``celeba-look``: a hard class task (the first calibrations had none): attractive x young x smiling x wavy hair
+  (16 classes, each a subtle judgement), the attributes the other 36; partly informative (smiling explains the
+  mouth and cheekbone attributes, age the grey hair and baldness; the colours and accessories not at all), so, like the
   held-out clothing database whose class head is wrong more than half the time, it tests that a coupling does no
   harm where its teacher is weak: not counted as informative.
 In the CelebA databases the training identities are split in two halves, one labelled for the class task only and
@@ -77,13 +77,14 @@ def gender_age(row: dict):
     return f"{'male' if row['Male'] else 'female'}-{'young' if row['Young'] else 'old'}"
 
 
-LOOK = ("Attractive", "Young", "Smiling")
+LOOK = ("Attractive", "Young", "Smiling", "Wavy_Hair")
 
 
 def look(row: dict):
-    """celeba-look's class: attractive x young x smiling (8 classes)."""
+    """celeba-look's class: attractive x young x smiling x wavy hair (16 classes; with 3 of them, 8 classes, the
+    single-task class head reached 0.54 validation accuracy at the calibration scale, above the 0.5 asked for)."""
     return "-".join(("attractive" if row["Attractive"] else "plain", "young" if row["Young"] else "old",
-                     "smiling" if row["Smiling"] else "neutral"))
+                     "smiling" if row["Smiling"] else "neutral", "wavy" if row["Wavy_Hair"] else "straight"))
 
 
 CELEBA = {"celeba-hair": (hair_colour, HAIR), "celeba-gender-age": (gender_age, ("Male", "Young")),

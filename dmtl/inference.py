@@ -293,6 +293,10 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
 
     predictor = load(model) if not isinstance(model, Predictor) else model
     name = "none" if aligned else (detector or predictor.detector or "auto")
+    if name == "none" and not aligned:  # a model trained on pre-aligned faces meets raw photos: never guess
+        name = "auto"
+        log("predict: the model's training faces were given aligned (detector none); detecting and aligning the "
+            "inputs with the default detector (auto); pass --aligned if they are aligned crops already")
     face_detector = None
     if name != "none":
         from dmtl.preprocessing.detectors import make_detector, resolve

@@ -332,3 +332,21 @@ def test_orphan_temporaries_of_dead_processes_are_removed_and_others_kept(tmp_pa
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_process_whose_coordinator_never_answers_waits_a_printed_bounded_time(capsys):
+    import socket
+
+    from dmtl.training.join import JoinError, roll_call
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(JoinError, match=f"no process 0 answered at 127.0.0.1:{port}"):
+        roll_call(f"127.0.0.1:{port}", 1, 2, timeout=1.5)
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert f"waiting for process 0 at 127.0.0.1:{port}" in err and "s left" in err
+    with pytest.raises(JoinError, match="HOST:PORT"):
+        roll_call("no-port-here", 1, 2, timeout=1)

@@ -119,3 +119,15 @@ def test_onnx_inference_needs_no_tensorflow(trained, tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(_rows(out)) == 12 and "onnx model" in done.stdout
+
+
+def test_a_model_of_pre_aligned_faces_detects_raw_photos_and_says_so(trained, shared_data, tmp_path, capsys):
+    """The demo is built without a detector: on raw photos predict detects anyway (never a whole photo taken as a
+    face), says so once, and the photo without a face is no_face; --aligned takes the inputs as they are."""
+    out = tmp_path / "one.csv"
+    assert _predict(shared_data / "wild-faces" / "no-face.jpg", "--model", trained / "run", "--out", out) == 0
+    assert [r["status"] for r in _rows(out)] == ["no_face"]
+    assert capsys.readouterr().err.count("detecting and aligning the inputs with the default detector") == 1
+    assert _predict(shared_data / "wild-faces" / "no-face.jpg", "--model", trained / "run", "--out", out,
+                    "--aligned") == 0
+    assert [r["status"] for r in _rows(out)] == ["ok"]

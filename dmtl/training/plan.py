@@ -188,44 +188,16 @@ class RunPlan:
 
     @classmethod
     def resolve(cls, config: dict, dirs=None) -> "RunPlan":
+        """The plan of ``config``, as named steps that each take the parts they need (the config dict is read
+        here, at the boundary, and by the parts' ``of_config``): the task names in the data, the training labels'
+        counts, the couplings with their relatedness, then the three parts."""
         dirs = [Path(d) for d in dirs] if dirs is not None else data_dirs(config)
-        class_names, attribute_names = [], []
-        for d in dirs:
-            schema = data_labels.schema_of(d)
-            if not class_names:
-                class_names = list(schema["class_names"])
-            attribute_names += [a for a in schema["attribute_names"] if a not in attribute_names]
-        for key, available in (("classes", class_names), ("attributes", attribute_names)):
-            unknown = [n for n in (config[key] or ()) if n not in available]
-            if unknown:
-                raise RunError(f"{key} {unknown} are not in the data ({available})")
-        class_names = list(config["classes"] or class_names)
-        attribute_names = list(config["attributes"] or attribute_names)
-        tasks = config_lib.SETTING_TASKS[config["setting"]]
-        unlisted = unlisted_classes(config)
-        counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names, unlisted, config["fold"])
-        for line in data_labels.unlabelled_names(counts, class_names, attribute_names, tasks):
-            log.warning("%s", line)
-        couplings = config_lib.couplings_of(config)
-        relatedness = None
-        from dmtl import coupling as coupling_lib
-        built = [coupling_lib.from_config(c) for c in couplings]
-        for term in built:
-            try:
-                term.check_names(class_names, attribute_names)
-            except ValueError as error:
-                raise RunError(str(error)) from None
-        report = None
-        if any(term.needs_relatedness for term in built):
-            relatedness, coannotated = build_relatedness(config, class_names, attribute_names, dirs)
-            prior = relatedness_lib.class_prior(counts["per_class"])
-            # strengths that read the class prior get the training split's (kept in the model's config)
-            couplings = [{**c, "class_prior": [float(v) for v in prior]}
-                         if getattr(term, "needs_class_prior", False) and c.get("class_prior") is None else c
-                         for c, term in zip(couplings, built)]
-            report = relatedness_lib.report(relatedness, prior, coannotated)
-            for line in relatedness_lib.report_warnings(report):
-                log.warning("%s", line)
+        class_names, attribute_names = task_names(dirs, config["classes"], config["attributes"])
+        tasks, unlisted, fold = config_lib.SETTING_TASKS[config["setting"]], unlisted_classes(config), config["fold"]
+        counts = training_counts(dirs, class_names, attribute_names, tasks, unlisted, fold)
+        couplings, relatedness, report = resolve_couplings(
+            config_lib.couplings_of(config), RelatednessSource.of_config(config), class_names, attribute_names,
+            dirs, counts, unlisted, fold)
         sizes = [tuple(records.read_dataset_json(d).get("image_size") or ()) for d in dirs]
         data = DataPlan.of_config(config, dirs, class_names, attribute_names, counts, sizes[0] or None)
         plan = cls(config, data, TrainPlan.of_config(config), MethodPlan.of_config(config, couplings), relatedness,
@@ -237,14 +209,77 @@ class RunPlan:
         return plan
 
 
-def build_relatedness(config, class_names, attribute_names, dirs):
-    """p(attribute | class) for coupling, by name: du2014 | affwild2 | empirical | CSV file; returns
+def task_names(dirs, classes=None, attributes=None) -> tuple[list, list]:
+    """The class names (the first folder's) and attribute names (every folder's, in order) of the data, or the
+    subsets ``classes`` / ``attributes`` chosen by the configuration (each must be in the data)."""
+    class_names, attribute_names = [], []
+    for d in dirs:
+        schema = data_labels.schema_of(d)
+        if not class_names:
+            class_names = list(schema["class_names"])
+        attribute_names += [a for a in schema["attribute_names"] if a not in attribute_names]
+    for key, chosen, available in (("classes", classes, class_names), ("attributes", attributes, attribute_names)):
+        unknown = [n for n in (chosen or ()) if n not in available]
+        if unknown:
+            raise RunError(f"{key} {unknown} are not in the data ({available})")
+    return list(classes or class_names), list(attributes or attribute_names)
+
+
+def training_counts(dirs, class_names, attribute_names, tasks, unlisted, fold) -> dict:
+    """The training split's labelled images per class and attribute (a warning for each with none)."""
+    counts = data_labels.count_labelled(dirs, "train", class_names, attribute_names, unlisted, fold)
+    for line in data_labels.unlabelled_names(counts, class_names, attribute_names, tasks):
+        log.warning("%s", line)
+    return counts
+
+
+def resolve_couplings(couplings: list, source: "RelatednessSource", class_names, attribute_names, dirs, counts,
+                      unlisted, fold):
+    """The couplings' configs checked against the data's names; with a term that reads the relatedness, the
+    relatedness itself, the class prior filled in from the training counts where a strength reads it, and the
+    relatedness report. Returns ``(couplings, relatedness or None, report or None)``."""
+    from dmtl import coupling as coupling_lib
+    built = [coupling_lib.from_config(c) for c in couplings]
+    for term in built:
+        try:
+            term.check_names(class_names, attribute_names)
+        except ValueError as error:
+            raise RunError(str(error)) from None
+    if not any(term.needs_relatedness for term in built):
+        return couplings, None, None
+    relatedness, coannotated = build_relatedness(source, class_names, attribute_names, dirs, unlisted, fold)
+    prior = relatedness_lib.class_prior(counts["per_class"])
+    # strengths that read the class prior get the training split's (kept in the model's config)
+    couplings = [{**c, "class_prior": [float(v) for v in prior]}
+                 if getattr(term, "needs_class_prior", False) and c.get("class_prior") is None else c
+                 for c, term in zip(couplings, built)]
+    report = relatedness_lib.report(relatedness, prior, coannotated)
+    for line in relatedness_lib.report_warnings(report):
+        log.warning("%s", line)
+    return couplings, relatedness, report
+
+
+@dataclasses.dataclass(frozen=True)
+class RelatednessSource:
+    """Where p(attribute | class) comes from: ``name`` (du2014 | affwild2 | empirical | a CSV file), the split an
+    empirical estimate reads, and what a CSV's missing entries become."""
+
+    name: str
+    split: str = "train"
+    fill_missing: object = None
+
+    @classmethod
+    def of_config(cls, config: dict) -> "RelatednessSource":
+        return cls(config["relatedness"], config["relatedness_split"], config.get("relatedness_fill_missing"))
+
+
+def build_relatedness(source: RelatednessSource, class_names, attribute_names, dirs, unlisted="error", fold=None):
+    """p(attribute | class) for coupling, from ``source``: du2014 | affwild2 | empirical | CSV file; returns
     ``(relatedness, co-annotated images per class or None)`` (the counts an empirical estimate used)."""
-    name = config["relatedness"]
+    name = source.name
     if name == "empirical":
-        split = config["relatedness_split"]
-        classes, attributes = data_labels.load_labels(dirs, split, class_names, attribute_names,
-                                                      unlisted_classes(config), config["fold"])
+        split = source.split
+        classes, attributes = data_labels.load_labels(dirs, split, class_names, attribute_names, unlisted, fold)
         both = (classes >= 0) & (attributes >= 0).any(axis=1)
         if not both.any():
             raise RunError(f"relatedness 'empirical' needs images labelled for both tasks, and no image of split "
@@ -259,7 +294,6 @@ def build_relatedness(config, class_names, attribute_names, dirs):
         coannotated = np.bincount(classes[both].astype(np.int64), minlength=len(class_names))[:len(class_names)]
         return relatedness, coannotated
     try:
-        return relatedness_lib.from_name(name, class_names, attribute_names,
-                                         config.get("relatedness_fill_missing")), None
+        return relatedness_lib.from_name(name, class_names, attribute_names, source.fill_missing), None
     except (ValueError, FileNotFoundError) as error:
         raise RunError(str(error)) from None
