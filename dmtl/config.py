@@ -273,13 +273,16 @@ def resolve(database: str | None = None, config_file=None, overrides: dict | Non
     overrides = {k: v for k, v in (overrides or {}).items() if keep_none or v is not None}
     database = overrides.get("database") or database
     file_config = None
+    given: set = set()  # the keys some layer above base.yaml sets
     if config_file is not None:
         file_config = _read(config_file)
         database = database or file_config.get("database")
     if database is not None:
         db_file = config_dir() / f"{database}.yaml"
         if db_file.is_file():
-            config = merge(config, _layer(_read(db_file), str(db_file)), str(db_file))
+            layer = _layer(_read(db_file), str(db_file))
+            given |= set(layer)
+            config = merge(config, layer, str(db_file))
         else:
             from dmtl.databases import available
             if database not in available():
@@ -287,10 +290,26 @@ def resolve(database: str | None = None, config_file=None, overrides: dict | Non
                                   f"(or pass a --config file for your own)")
         config["database"] = database
     if file_config is not None:
-        config = merge(config, _layer(file_config, str(config_file)), str(config_file))
-    config = merge(config, _layer(overrides, "command line"), "command line")
+        layer = _layer(file_config, str(config_file))
+        given |= set(layer)
+        config = merge(config, layer, str(config_file))
+    layer = _layer(overrides, "command line")
+    given |= set(layer)
+    config = merge(config, layer, "command line")
+    config = apply_recipe_method(config, given)
     validate(config)
     return config
+
+
+def apply_recipe_method(config: dict, given) -> dict:
+    """In setting ``c``, a coupling recipe that names its weighting and placement (:data:`dmtl.coupling.
+    RECIPE_METHODS`, the calibration's ``recommended``) sets them, unless a layer above base.yaml set them."""
+    from dmtl.coupling import RECIPE_METHODS
+
+    if config["setting"] != "c":
+        return config
+    method = RECIPE_METHODS.get(config["coupling_recipe"], {})
+    return {**config, **{k: v for k, v in method.items() if k not in given}}
 
 
 def couplings_of(config: dict) -> list[dict]:

@@ -165,3 +165,18 @@ def test_export_formats_and_step_compilation_are_checked():
             config.resolve("demo", overrides={key: "yes"})
     with pytest.raises(ConfigError, match="exclude each other"):
         config.resolve("demo", overrides={"run_eagerly": True, "jit_compile": True})
+
+
+def test_the_recommended_recipe_brings_its_weighting_and_placement_unless_they_are_set(monkeypatch):
+    """``dmtl train --setting c`` trains the calibration's recipe x weighting x placement; a weighting or placement
+    given anywhere (a file, --set, a flag) wins, and other settings and recipes are untouched."""
+    from dmtl import config, coupling
+
+    monkeypatch.setitem(coupling.RECIPE_METHODS, "recommended", {"weighting": "famo", "coupling_placement": "student"})
+    chosen = config.resolve("demo", overrides={"setting": "c"})
+    assert (chosen["weighting"], chosen["coupling_placement"]) == ("famo", "student")
+    mine = config.resolve("demo", overrides={"setting": "c", "weighting": "ew"})
+    assert (mine["weighting"], mine["coupling_placement"]) == ("ew", "student")
+    assert config.resolve("demo", overrides={"setting": "nc"})["weighting"] == "ew"
+    printed = config.resolve("demo", overrides={"setting": "c", "coupling_recipe": "printed"})
+    assert (printed["weighting"], printed["coupling_placement"]) == ("ew", "outside")

@@ -70,6 +70,10 @@ CALIBRATED = [name for name in CANDIDATES if name != "printed"]
 # its fallback the candidate with the smallest worst-case loss to NC MT over every database and task.
 RECOMMENDED = "symmetric-informed"
 RECIPES = {**CANDIDATES, "recommended": CANDIDATES[RECOMMENDED]}
+RECOMMENDED_METHOD = {"weighting": "ew", "coupling_placement": "outside"}
+"""The weighting and placement the calibration chose with the recommended recipe (setting ``c`` trains all three
+unless the weighting or the placement is set)."""
+RECIPE_METHODS = {"recommended": RECOMMENDED_METHOD}
 
 
 PLACEMENTS = ("outside", "student")
@@ -127,4 +131,4 @@ def recipe(name: str) -> dict:
     return copy.deepcopy(RECIPES[name])
 
 
-__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "PLACEMENTS", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
+__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "PLACEMENTS", "RECIPE_METHODS", "RECOMMENDED_METHOD", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
