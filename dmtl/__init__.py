@@ -2,5 +2,29 @@
 
 Reimplements Kollias, Sharmanska & Zafeiriou, "Distribution Matching for Multi-Task Learning of
 Classification Tasks: a Large-Scale Study on Faces & Beyond" (AAAI 2024).
+
+The public names load on first use (``import dmtl`` imports neither TensorFlow nor Keras):
+
+* ``dmtl.load(path)``: a trained model (a run folder, an ONNX export, or a SavedModel with
+  ``trust_savedmodel=True``) as a :class:`dmtl.inference.Predictor`; its ``predict_faces(inputs)`` gives a pandas
+  DataFrame with the same columns as ``dmtl predict``'s CSV;
+* ``MultiTaskModel``, ``get_coupling``, ``RECIPES``: the model, the coupling losses (L_DM, L_SCA and the related
+  methods' terms) and their named recipes; ``losses``: the paper's equations; ``relatedness``: p(attribute | class)
+  (``du_et_al_2014``, from annotations, informativeness).
 """
 __version__ = "0.1.0"
+
+_LAZY = {"load": "dmtl.inference:load", "Predictor": "dmtl.inference:Predictor",
+         "MultiTaskModel": "dmtl.model:MultiTaskModel", "get_coupling": "dmtl.coupling:get_coupling",
+         "RECIPES": "dmtl.coupling:RECIPES", "losses": "dmtl.losses", "relatedness": "dmtl.relatedness"}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dmtl' has no attribute {name!r}")
+    module, _, attribute = _LAZY[name].partition(":")
+    value = importlib.import_module(module)
+    return getattr(value, attribute) if attribute else value

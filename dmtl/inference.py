@@ -43,6 +43,19 @@ class Predictor:
     def __call__(self, faces: np.ndarray) -> dict:
         return self.run(faces)
 
+    def predict_faces(self, inputs, aligned: bool = False, detector: str | None = None, every: int = 1,
+                      batch_size: int = 32):
+        """Every face of ``inputs`` (image or video paths, folders, RGB uint8 arrays (H, W, 3), or one of them)
+        as a pandas DataFrame with the CSV's columns (:func:`columns`): one row per face, or one status row for an
+        input without one. ``aligned``: the inputs are aligned faces (no detection)."""
+        import pandas as pd
+
+        if isinstance(inputs, (str, Path, np.ndarray)):
+            inputs = [inputs]
+        rows, _ = predict(self, list(inputs), every, aligned, detector, batch_size, progress=False,
+                          log=lambda message: None)
+        return pd.DataFrame(rows, columns=columns(self))
+
 
 def load(path, trust_savedmodel: bool = False) -> Predictor:
     """A :class:`Predictor` for a run folder, a SavedModel export folder, an ONNX export folder or ``.onnx`` file.
@@ -303,7 +316,8 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
 
         face_detector = make_detector(resolve(name))
     unreadable: list = []
-    files = expand(inputs, unreadable)
+    arrays = [(i, x) for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
+    files = expand([x for x in inputs if not isinstance(x, np.ndarray)], unreadable)
     for folder in unreadable:
         log(f"predict: cannot read the folder {folder}: skipped")
     if not files:
@@ -311,7 +325,7 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
     root = output_rules.drawings_root(files)
     if draw_dir is not None:
         output_rules.mark_drawings_folder(Path(draw_dir))
-    total = sum(count_frames(p, every) for p in files)
+    total = len(arrays) + sum(count_frames(p, every) for p in files)
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit="frame", disable=not progress, desc="predict")
@@ -329,25 +343,24 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
             rows.extend(item_rows)
             for row in item_rows:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
-            if draw_dir is not None and item.rgb is not None:
+            if draw_dir is not None and item.rgb is not None and not item.source.startswith("array:"):
                 picture = draw(item.rgb, found, item_rows, predictor)
                 write_drawing(Path(draw_dir), item, picture, writers, root)
         pending.clear()
 
     finished = False
     try:
-        for path in files:
-            for item in read(path, every):
-                found = []
-                if item.rgb is not None:
-                    try:
-                        found = faces_of(item.rgb, face_detector, predictor.size)
-                    except Exception as error:  # one bad frame must not stop the rest
-                        item.status, item.reason, item.rgb = "unreadable", f"{type(error).__name__}: {error}", None
-                pending.append((item, found))
-                if sum(len(f) for _, f in pending) >= batch_size:
-                    flush()
-                bar.update(1)
+        for item in _items(inputs, every):
+            found = []
+            if item.rgb is not None:
+                try:
+                    found = faces_of(item.rgb, face_detector, predictor.size)
+                except Exception as error:  # one bad frame must not stop the rest
+                    item.status, item.reason, item.rgb = "unreadable", f"{type(error).__name__}: {error}", None
+            pending.append((item, found))
+            if sum(len(f) for _, f in pending) >= batch_size:
+                flush()
+            bar.update(1)
         flush()
         finished = True
     finally:
@@ -362,6 +375,21 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
     if unreadable:
         counts["unreadable_folders"] = len(unreadable)
     return rows, counts
+
+
+def _items(inputs, every: int):
+    """The :class:`Item` of each input in order: an RGB array (source ``array:<index in the inputs>``), or each
+    image or video frame of a path (folders expanded as :func:`expand` does)."""
+    for index, given in enumerate(inputs):
+        if not isinstance(given, np.ndarray):
+            for path in expand([given]):
+                yield from read(path, every)
+            continue
+        if given.ndim != 3 or given.shape[-1] != 3:
+            yield Item(f"array:{index}", status="unreadable", reason=f"an array input is RGB (H, W, 3), got shape "
+                                                                    f"{given.shape}")
+            continue
+        yield Item(f"array:{index}", rgb=np.clip(given, 0, 255).astype(np.uint8))
 
 
 def write_drawing(folder: Path, item: Item, picture, writers: dict, root: Path) -> None:

@@ -131,3 +131,37 @@ def test_a_model_of_pre_aligned_faces_detects_raw_photos_and_says_so(trained, sh
     assert _predict(shared_data / "wild-faces" / "no-face.jpg", "--model", trained / "run", "--out", out,
                     "--aligned") == 0
     assert [r["status"] for r in _rows(out)] == ["ok"]
+
+
+def test_python_api_gives_the_csv_columns_for_paths_and_arrays_without_tensorflow(trained, tmp_path):
+    """dmtl.load(...).predict_faces(...) -> a DataFrame with predict's columns; an ONNX export needs no TensorFlow,
+    and import dmtl alone imports no Keras."""
+    faces = _aligned_test_faces(trained, tmp_path / "faces")
+    code = ("import sys, numpy as np\n"
+            "sys.modules['tensorflow'] = None  # importing TensorFlow now fails\n"
+            "import dmtl\n"
+            "assert 'keras' not in sys.modules\n"
+            "model = dmtl.load(sys.argv[1])\n"
+            "table = model.predict_faces([sys.argv[2], np.load(sys.argv[3]), np.zeros((4, 4))], aligned=True)\n"
+            "from dmtl.inference import columns\n"
+            "assert list(table.columns) == columns(model), list(table.columns)\n"
+            "print(len(table), list(table['status']).count('ok'), table['source'].iloc[-1], table['status'].iloc[-1])\n")
+    np.save(tmp_path / "one.npy", faces[0])
+    done = subprocess.run([sys.executable, "-c", code, str(trained / "run" / "export-onnx"), str(tmp_path / "faces"),
+                           str(tmp_path / "one.npy")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(len(faces) + 2), str(len(faces) + 1), "array:2", "unreadable"]
+
+
+def test_the_readme_python_example_runs(trained, tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- executed by tests/test_predict.py::test_the_readme_python_example_runs -->")[1]
+    code = block.split("```python\n")[1].split("```")[0]
+    _aligned_test_faces(trained, tmp_path / "clips")
+    code = (code.replace("runs/raf-c/export-onnx", str(trained / "run" / "export-onnx"))
+            .replace("clips/", str(tmp_path / "clips")).replace("photo.jpg", str(tmp_path / "clips" / "000.png")))
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    table = namespace["faces"]
+    assert len(table) == 1 + 12 and set(table["status"]) <= {"ok", "no_face"}
