@@ -8,15 +8,17 @@ The public names load on first use (``import dmtl`` imports neither TensorFlow n
 * ``dmtl.load(path)``: a trained model (a run folder, an ONNX export, or a SavedModel with
   ``trust_savedmodel=True``) as a :class:`dmtl.inference.Predictor`; its ``predict_faces(inputs)`` gives a pandas
   DataFrame with the same columns as ``dmtl predict``'s CSV;
-* ``MultiTaskModel``, ``get_coupling``, ``RECIPES``: the model, the coupling losses (L_DM, L_SCA and the related
-  methods' terms) and their named recipes; ``losses``: the paper's equations; ``relatedness``: p(attribute | class)
+* ``MultiTaskModel``, ``get_coupling``, ``RECIPES``, ``multitask_loss``: the model, the coupling losses (L_DM,
+  L_SCA and the related methods' terms), their named recipes, and Eq. 1 with the couplings for a Keras model of
+  your own (call it from its ``compute_loss``); ``losses``: the paper's equations; ``relatedness``: p(attribute | class)
   (``du_et_al_2014``, from annotations, informativeness).
 """
 __version__ = "0.1.0"
 
 _LAZY = {"load": "dmtl.inference:load", "Predictor": "dmtl.inference:Predictor",
          "MultiTaskModel": "dmtl.model:MultiTaskModel", "get_coupling": "dmtl.coupling:get_coupling",
-         "RECIPES": "dmtl.coupling:RECIPES", "losses": "dmtl.losses", "relatedness": "dmtl.relatedness"}
+         "RECIPES": "dmtl.coupling:RECIPES", "multitask_loss": "dmtl.coupling:multitask_loss",
+         "losses": "dmtl.losses", "relatedness": "dmtl.relatedness"}
 __all__ = ["__version__", *_LAZY]
 
 

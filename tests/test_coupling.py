@@ -162,3 +162,25 @@ def test_the_default_setting_c_trains_the_recommended_recipe_which_is_never_prin
     # the printed form stays one flag away
     printed = config_lib.resolve("demo", overrides={"coupling_recipe": "printed"})
     assert [c["name"] for c in config_lib.couplings_of(printed)] == ["dm", "sca"]
+
+
+@pytest.mark.backends
+def test_the_readme_own_keras_model_example_trains():
+    """README's example: a user's own two-headed Keras model trains with dmtl.multitask_loss through compile/fit,
+    and the couplings are in its loss (Eq. 1 + L_DM + L_SCA of the recommended recipe)."""
+    from pathlib import Path
+
+    import dmtl
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- executed by tests/test_coupling.py::test_the_readme_own_keras_model_example_trains -->")[1]
+    namespace = {}
+    exec(compile(block.split("```python\n")[1].split("```")[0], "README.md", "exec"), namespace)
+    losses = namespace["history"].history["loss"]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    model, y, relatedness = namespace["model"], namespace["y"], namespace["relatedness"]
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
+    predictions = model(x)
+    coupled = float(ops.convert_to_numpy(dmtl.multitask_loss(y, predictions, relatedness,
+                                                                   dmtl.RECIPES["recommended"])))
+    plain = float(ops.convert_to_numpy(dmtl.multitask_loss(y, predictions, relatedness)))
+    assert coupled > plain  # the couplings add their terms (image 0 teaches attributes, image 1 classes)

@@ -131,4 +131,33 @@ def recipe(name: str) -> dict:
     return copy.deepcopy(RECIPES[name])
 
 
-__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "PLACEMENTS", "RECIPE_METHODS", "RECOMMENDED_METHOD", "Coupling", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
+__all__ = ["CALIBRATED", "CANDIDATES", "LEGACY_KEYS", "PLACEMENTS", "RECIPE_METHODS", "RECOMMENDED_METHOD", "Coupling", "multitask_loss", "RECIPES", "RECOMMENDED", "REGISTRY", "coupling_class", "from_config", "get_coupling", "pop_legacy_options", "recipe"]
+
+
+def multitask_loss(y, predictions, relatedness=None, couplings=(), loss_weights=None, label_smoothing: float = 0.0):
+    """Eq. 1 with the couplings, for a user's own two-headed Keras model: masked CE (classes) + masked BCE
+    (attributes), missing labels (-1) masked, plus each coupling's weighted masked mean. ``y`` and
+    ``predictions``: dicts with ``classes`` (B,) ints / (B, K) probabilities and ``attributes`` (B, M) 0/1 / (B, M)
+    probabilities; ``couplings``: :class:`Coupling` objects or names (``get_coupling``), or a recipe's mapping
+    (``RECIPES["recommended"]``); ``relatedness``: p(attribute | class), (K, M). Call it from the model's
+    ``compute_loss`` (README, "In your own Keras model"). Means are over this batch (one device)."""
+    from dmtl import losses
+
+    if isinstance(couplings, dict):
+        couplings = [get_coupling(name, **options) for name, options in couplings.items() if options is not False]
+    terms = [get_coupling(c) if isinstance(c, str) else c for c in couplings]
+    weights = {"classes": 1.0, "attributes": 1.0, **(loss_weights or {})}
+    total = 0.0
+    if "classes" in y:
+        total = total + weights["classes"] * losses.masked_categorical_crossentropy(
+            y["classes"], predictions["classes"], label_smoothing)
+    if "attributes" in y:
+        total = total + weights["attributes"] * losses.masked_binary_crossentropy(y["attributes"],
+                                                                                 predictions["attributes"])
+    if terms and relatedness is None and any(c.needs_relatedness for c in terms):
+        raise ValueError("the couplings read p(attribute | class): pass relatedness (K, M)")
+    matrix = None if relatedness is None else getattr(relatedness, "matrix", relatedness)
+    for term in terms:
+        parts = term.terms(y, predictions, matrix)
+        total = total + term.weight * sum(losses.masked_mean(values, mask) for values, mask in parts)
+    return total
