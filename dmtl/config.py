@@ -61,7 +61,7 @@ def method_auxiliary() -> dict:
 AXES = ("weighting", "architecture", "label_completion")
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-process")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-EXPORT_FORMATS = ("savedmodel", "onnx", "litert")
+EXPORT_FORMATS = ("savedmodel", "onnx", "litert", "preset")
 
 
 MAX_SHOWN = 200  # characters of a value an error message quotes

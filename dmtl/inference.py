@@ -58,9 +58,14 @@ class Predictor:
 
 
 def load(path, trust_savedmodel: bool = False) -> Predictor:
-    """A :class:`Predictor` for a run folder, a SavedModel export folder, an ONNX export folder or ``.onnx`` file.
+    """A :class:`Predictor` for a run folder, a preset (a folder, ``hf://ORG/NAME`` or ``kaggle://...``:
+    :mod:`dmtl.presets`), a SavedModel export folder, an ONNX export folder or ``.onnx`` file.
     A SavedModel runs the TensorFlow ops stored in it, so it loads only with ``trust_savedmodel``
     (:func:`dmtl.export.check_trusted`); ``.keras`` loads in Keras's safe mode, ONNX in onnxruntime."""
+    from dmtl import presets
+
+    if str(path).startswith(tuple(presets.SCHEMES)) or presets.is_preset(path):
+        return _preset_predictor(presets.download(str(path)))
     path = Path(path)
     if path.suffix == ".onnx" and path.is_file():
         path = path.parent
@@ -110,6 +115,21 @@ def load(path, trust_savedmodel: bool = False) -> Predictor:
         return _predictor(run_keras, metadata, "keras")
     raise ModelFolderError(f"--model {path}: not a run folder (model.keras + config.yaml) or an export "
                            f"(saved_model.pb, or model.onnx with dmtl_model.json)")
+
+
+def _preset_predictor(folder: Path) -> Predictor:
+    """A preset's Keras model (:mod:`dmtl.presets`) as a predictor."""
+    import keras
+
+    from dmtl import presets
+
+    model, metadata = presets.load_model(folder)
+
+    def run_keras(faces):
+        x = faces.astype(np.float32) / 127.5 - 1.0
+        return {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
+
+    return _predictor(run_keras, metadata, "preset")
 
 
 def _predictor(run, metadata: dict, kind: str) -> Predictor:

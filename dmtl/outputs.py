@@ -27,8 +27,9 @@ class OutputRefused(ValueError):
 
 
 EXPORT_ENTRIES = frozenset({"dmtl_model.json", "labels.json", "saved_model.pb", "fingerprint.pb", "variables",
-                            "assets", "model.onnx", "model.tflite"})
-"""Everything a dmtl export folder may hold (SavedModel, ONNX or LiteRT, with its metadata)."""
+                            "assets", "model.onnx", "model.tflite", "config.json", "model.weights.h5",
+                            "metadata.json", "README.md"})
+"""Everything a dmtl export folder may hold (SavedModel, ONNX, LiteRT or a preset, with its metadata)."""
 DRAWINGS_MARKER = ".dmtl-drawings"
 PREDICT_HEADER = "source,frame,time_s,face,status"
 TEMPORARY = re.compile(r"^tmp-(\d+)-")

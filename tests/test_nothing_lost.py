@@ -198,8 +198,11 @@ def test_a_savedmodel_runs_only_when_trusted(trained, tmp_path, capsys):
     assert evaluate.main(["--run", str(run), "--model", "export"]) == 2
     assert "--trust-savedmodel" in _one_line(capsys) and not victim.exists()
     assert (run / "metrics.json").exists() == metrics_before
-    # its own run's SavedModel (training writes the config's hash beside it) needs no flag
-    assert evaluate.main(["--run", str(trained / "run"), "--model", "export"]) == 0
+    # its own run's SavedModel (training writes the config's hash beside it) needs no flag (a copy: the shared
+    # fixture is only read)
+    own = tmp_path / "own"
+    shutil.copytree(trained / "run", own, ignore=shutil.ignore_patterns("logs"))
+    assert evaluate.main(["--run", str(own), "--model", "export"]) == 0
     # the test can fail: with the flag, the graph runs and writes its file
     assert _predict(tmp_path / "faces", "--model", tmp_path / "sm", "--out", tmp_path / "p.csv", "--aligned",
                     "--trust-savedmodel") == 0

@@ -21,7 +21,9 @@ KEYS = ("run", "format", "out", "force")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from dmtl.config import EXPORT_FORMATS as FORMATS
     p.add_argument("--run", help="run folder written by dmtl train")
-    p.add_argument("--format", choices=FORMATS, help="savedmodel (default) | onnx | litert")
+    p.add_argument("--format", choices=FORMATS, help="savedmodel (default) | onnx | litert | preset (keras-hub's "
+                                                     "layout with a model card: dmtl.load and predict take it, also "
+                                                     "from hf:// or kaggle://)")
     p.add_argument("--out", help="output folder (default RUN/export-FORMAT): new, empty, or an earlier export of "
                                  "this run, which is replaced")
     p.add_argument("--force", action="store_true", default=None,

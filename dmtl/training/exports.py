@@ -123,6 +123,11 @@ def _write_export(model, staging: Path, out: Path, run_dir: Path, fmt: str, size
         if fmt == "savedmodel":
             export_serving(model, staging, size)
             files = ["saved_model.pb", LABELS_FILE]
+        elif fmt == "preset":
+            from dmtl import presets
+            files = list(presets.FILES)
+            metadata = presets.preset_metadata(run_dir, model, run_metadata(run_dir, model, size, fmt, files))
+            presets.write_preset(model, staging, metadata, presets.model_card(metadata))
         else:
             files = [export_model(model, staging, fmt, size).name]
         (staging / METADATA_FILE).write_text(json.dumps(run_metadata(run_dir, model, size, fmt, files), indent=2))
