@@ -5,7 +5,7 @@ every dmtl export.
 
 A preset loads from a local folder, ``hf://ORG/NAME`` (``huggingface_hub.snapshot_download``) or
 ``kaggle://ORG/MODEL/keras/VARIANT`` (``kagglehub.model_download``): the hub clients download once and cache, as
-they do for every user (``pip install huggingface_hub`` / ``kagglehub``; offline, their own error is re-raised as
+they do for every user (``pip install "dmtl[hub]"``, or huggingface_hub / kagglehub alone; offline, their own error is re-raised as
 one line). The config deserialises in Keras's safe mode. dmtl writes this small loader rather than building on
 keras-hub: keras-hub's ``from_preset`` instantiates its own ``Backbone`` / ``Task`` subclasses, which a
 ``MultiTaskModel`` is not; the file layout is the same, so the hub pages show the usual files.
