@@ -132,3 +132,47 @@ def model_card(metadata: dict) -> str:
               f"Trained with dmtl {metadata.get('dmtl_version', '?')}, Keras {metadata.get('keras_version', '?')}; "
               f"config SHA-256 {metadata.get('config_sha256', '?')}."]
     return "\n".join(lines) + "\n"
+
+
+def source_model(source):
+    """The Keras model to fine-tune from: a preset (folder, ``hf://``, ``kaggle://``) or a run folder."""
+    import keras
+
+    from dmtl.training.predict import register_serializables
+
+    if str(source).startswith(tuple(SCHEMES)) or is_preset(source):
+        return load_model(download(str(source)))[0]
+    path = Path(source)
+    if (path / "model.keras").is_file():
+        register_serializables()
+        return keras.saving.load_model(path / "model.keras")
+    raise PresetError(f"--init-from {source}: not a preset (folder, hf://, kaggle://) or a finished run folder")
+
+
+def initialise_from(model, source) -> dict:
+    """Fine-tuning (keras-hub's ``num_classes`` convention): ``model`` takes the backbone of ``source`` (a model
+    or what :func:`source_model` reads), and each head whose class or attribute names equal the source's, in
+    order; other heads keep their fresh initialisation. Returns what was kept (written to the run folder)."""
+    import keras
+
+    origin = source if isinstance(source, keras.Model) else source_model(source)
+    mine, theirs = model.backbone.weights, origin.backbone.weights
+    if [tuple(w.shape) for w in mine] != [tuple(w.shape) for w in theirs]:
+        raise PresetError(f"--init-from: its backbone ({len(theirs)} weights, {origin.backbone.name}) differs from "
+                          f"this run's ({len(mine)} weights, {model.backbone.name}): use the same backbone and "
+                          f"input size")
+    for target, value in zip(mine, theirs):
+        target.assign(keras.ops.convert_to_numpy(value))
+    record = {"source": str(source) if not isinstance(source, keras.Model) else origin.name, "backbone": "kept"}
+    for task, names, other in (("classes", model.class_names, origin.class_names),
+                               ("attributes", model.attribute_names, origin.attribute_names)):
+        head, origin_head = model.heads.get(task), origin.heads.get(task)
+        if head is None:
+            continue
+        if origin_head is not None and list(names) == list(other):
+            for target, value in zip(head.weights, origin_head.weights):
+                target.assign(keras.ops.convert_to_numpy(value))
+            record[task] = "kept"
+        else:
+            record[task] = f"fresh ({'no such head' if origin_head is None else 'other names'} in the source)"
+    return record

@@ -92,3 +92,40 @@ def test_a_missing_hub_client_or_a_wrong_folder_is_one_line(tmp_path, monkeypatc
         presets.download(str(tmp_path))
     with pytest.raises(presets.PresetError, match="could not download .*offline"):
         presets.download("hf://x/y", downloader=lambda handle: (_ for _ in ()).throw(OSError("offline")))
+
+
+def test_init_from_a_preset_keeps_the_backbone_and_the_heads_whose_names_match(preset, trained, tmp_path):
+    import keras
+
+    from dmtl import presets
+    from dmtl.cli import train
+    from tests.conftest import TINY
+
+    run, folder = preset
+    source, _ = presets.load_model(folder)
+    summary = json.loads((run / "summary.json").read_text())
+    out = tmp_path / "tuned"
+    assert train.main(["--database", "demo", "--data", str(trained / "data"), "--out", str(out), "--setting", "nc",
+                       "--epochs", "1", *TINY, "--set", "run_eagerly=true", "--set", "export_formats=[]",
+                       "--init-from", str(folder)]) == 0
+    record = json.loads((out / "init_from.json").read_text())
+    assert record == {"source": str(folder), "backbone": "kept", "classes": "kept", "attributes": "kept"}
+    # the rule itself, on a fresh model whose attributes are another list: the class head and the backbone are
+    # copied, the attribute head keeps its fresh weights
+    from dmtl.architectures import ModelSpec, get_architecture
+    names = list(reversed(summary["attribute_names"]))
+    spec = ModelSpec((32, 32, 3), len(summary["class_names"]), len(names), "small", None, 1,
+                     dict(class_names=summary["class_names"], attribute_names=names, tasks=("classes", "attributes")))
+    model = get_architecture("shared").build_model(spec)
+    fresh = [keras.ops.convert_to_numpy(w).copy() for w in model.attribute_head.weights]
+    record = presets.initialise_from(model, source)
+    assert record["backbone"] == "kept" and record["classes"] == "kept" and record["attributes"].startswith("fresh")
+    for a, b in zip(model.backbone.weights, source.backbone.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    for a, b in zip(model.class_head.weights, source.class_head.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    for a, b in zip(model.attribute_head.weights, fresh):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), b)
+    narrow = get_architecture("shared", widths=(8, 16), feature_dim=16).build_model(spec)  # another backbone
+    with pytest.raises(presets.PresetError, match="its backbone .* differs from this run's"):
+        presets.initialise_from(narrow, source)

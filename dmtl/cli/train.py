@@ -27,6 +27,8 @@ CONFIG_FLAGS = {
     "weights": "pretrained backbone weights: imagenet (downloaded and cached as Keras does) or a local file",
     "strategy": None,
     "precision": None,
+    "init_from": "fine-tune from a preset (folder, hf://ORG/NAME, kaggle://ORG/MODEL/keras/VARIANT) or a run folder: "
+                 "its backbone and the heads whose names match",
 }
 TYPED_FLAGS = {"epochs": int, "batch_size": int, "lr": float, "input_size": int, "steps_per_epoch": int,
                "fold": int, "seed": int}

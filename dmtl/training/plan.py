@@ -116,6 +116,7 @@ class TrainPlan:
     primary_metrics: dict
     export_formats: tuple
     gradient_conflict_batches: int = 2
+    init_from: str | None = None
 
     @classmethod
     def of_config(cls, config: dict) -> "TrainPlan":
@@ -125,7 +126,7 @@ class TrainPlan:
                    config["precision"], bool(config["jit_compile"]), bool(config["run_eagerly"]),
                    config["monitor"],
                    dict(config["primary_metrics"]), tuple(config["export_formats"]),
-                   int(config["gradient_conflict_batches"]))
+                   int(config["gradient_conflict_batches"]), config["init_from"])
 
     @property
     def compile_options(self) -> dict:

@@ -161,6 +161,12 @@ def _run(config: dict, plan: RunPlan, run_dir: Path, verbose, force: bool, chief
     context, architecture = _data_and_targets(config, plan, run_dir, verbose)
     strategy, processes = _strategy_and_data(plan, context)
     model, epochs = _build_and_compile(plan, context, architecture, strategy)
+    if plan.train.init_from:  # before fit: a resumed run's backup then replaces these weights
+        from dmtl.presets import PresetError, initialise_from
+        try:
+            role.record("init_from.json", initialise_from(model, plan.train.init_from))
+        except PresetError as error:
+            raise RunError(str(error)) from None
     callbacks = role.callbacks(plan, epochs, context.reliability_data)
     if processes is None and len(plan.tasks) > 1:  # (a multi-process job would measure on the distributed model)
         callbacks.insert(1, GradientConflict(_conflict_batches(plan)))
@@ -336,6 +342,10 @@ class ChiefRole:
                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
                 EpochSummary(epochs)]
 
+    def record(self, name: str, data) -> None:
+        """A JSON file of the run folder (the workers write nothing shared)."""
+        write_json(self.run_dir / name, data)
+
     def save(self, model, plan: RunPlan, config: dict, strategy, processes, seconds, steps, epochs) -> dict:
         """``model.keras``, the exports, ``summary.json``; the backup goes last."""
         run_dir, method, train_plan = self.run_dir, plan.method, plan.train
@@ -380,6 +390,9 @@ class WorkerRole(ChiefRole):
 
     def prepare_folder(self, config: dict, plan: RunPlan, force: bool) -> None:
         return None  # process 0 prepares (and locks) the run folder
+
+    def record(self, name: str, data) -> None:
+        return None
 
     def callbacks(self, plan: RunPlan, epochs: int, reliability_data=None) -> list:
         run_dir, scratch = self.run_dir, self.scratch
