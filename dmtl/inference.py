@@ -265,15 +265,19 @@ def faces_of(rgb: np.ndarray, detector, size: int, detect_max_side: int = 1280) 
 
 def columns(predictor: Predictor) -> list[str]:
     """The CSV header: where the face is, then every probability and decision."""
-    return (["source", "frame", "time_s", "face", "status", "reason", "box_x", "box_y", "box_w", "box_h", "score",
+    return (["source", "frame", "time_s", "face", "status", "reason", "track", "detected", "box_x", "box_y", "box_w",
+             "box_h", "score",
              *LANDMARK_COLUMNS, "class", "class_probability"]
             + [f"p_{name}" for name in predictor.class_names]
             + [f"p_{name}" for name in predictor.attribute_names]
             + [f"is_{name}" for name in predictor.attribute_names])
 
 
-def rows_for(item: Item, found: list[FoundFace], outputs: dict, predictor: Predictor) -> list[dict]:
-    """One row per face (``outputs`` for these faces, in order), or one status row for an item without a face."""
+def rows_for(item: Item, found: list[FoundFace], outputs: dict, predictor: Predictor, tracks=None,
+             detected: bool = True) -> list[dict]:
+    """One row per face (``outputs`` for these faces, in order), or one status row for an item without a face;
+    ``tracks``: each face's track id (video frames); ``detected``: whether this frame ran the detector (else its
+    faces are carried over from the last frame that did, ``--detect-every``)."""
     base = {"source": item.source, "frame": item.frame, "time_s": round(item.time, 4) if math.isfinite(item.time)
             else "", "status": item.status, "reason": item.reason}
     if item.status != "ok" or not found:
@@ -282,7 +286,8 @@ def rows_for(item: Item, found: list[FoundFace], outputs: dict, predictor: Predi
                  "face": ""}]
     out = []
     for index, face in enumerate(found):
-        row = {**base, "face": index, "box_x": round(face.box[0], 1), "box_y": round(face.box[1], 1),
+        row = {**base, "face": index, "track": "" if tracks is None else tracks[index],
+               "detected": int(detected), "box_x": round(face.box[0], 1), "box_y": round(face.box[1], 1),
                "box_w": round(face.box[2], 1), "box_h": round(face.box[3], 1),
                "score": "" if math.isnan(face.score) else round(face.score, 4)}
         if face.landmarks is not None:
@@ -319,9 +324,14 @@ def draw(rgb: np.ndarray, found: list[FoundFace], rows: list[dict], predictor: P
 
 
 def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str | None = None,
-            batch_size: int = 32, draw_dir=None, progress: bool = True, log=print) -> tuple[list[dict], dict]:
-    """Runs the model on every face of ``inputs``; returns ``(rows, counts)`` (see :func:`columns`). Drawings go to ``draw_dir`` under each input's path relative
-    to the inputs' common folder (the caller has checked the folder: :func:`dmtl.outputs.check_drawings_folder`)."""
+            batch_size: int = 32, draw_dir=None, progress: bool = True, log=print,
+            detect_every: int = 1) -> tuple[list[dict], dict]:
+    """Runs the model on every face of ``inputs``; returns ``(rows, counts)`` (see :func:`columns`). Drawings go
+    to ``draw_dir`` under each input's path relative to the inputs' common folder (the caller has checked the
+    folder: :func:`dmtl.outputs.check_drawings_folder`). Videos: every ``every``-th frame is read; the detector
+    runs on every ``detect_every``-th of those, and the frames between reuse its faces (their landmarks, re-aligned
+    on the new frame: a face that moves little between detections); every face gets a track id
+    (:class:`dmtl.tracking.IoUTracker`)."""
     from dmtl import outputs as output_rules
 
     predictor = load(model) if not isinstance(model, Predictor) else model
@@ -350,16 +360,17 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
 
     bar = tqdm(total=total, unit="frame", disable=not progress, desc="predict")
     rows, counts, writers = [], {s: 0 for s in STATUSES}, {}
-    pending: list[tuple[Item, list[FoundFace]]] = []
+    pending: list = []  # (item, faces, track ids or None, detected)
+    trackers: dict = {}  # video -> (IoUTracker, frames read, the last detection's faces)
 
     def flush():
-        faces = [f.face for _, found in pending for f in found]
+        faces = [f.face for _, found, _, _ in pending for f in found]
         outputs = predictor(np.stack(faces)) if faces else {}
         start = 0
-        for item, found in pending:
+        for item, found, tracks, detected in pending:
             mine = {k: v[start:start + len(found)] for k, v in outputs.items()}
             start += len(found)
-            item_rows = rows_for(item, found, mine, predictor)
+            item_rows = rows_for(item, found, mine, predictor, tracks, detected)
             rows.extend(item_rows)
             for row in item_rows:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
@@ -371,14 +382,19 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
     finished = False
     try:
         for item in _items(inputs, every):
-            found = []
+            found, tracks, detected = [], None, True
+            video = Path(item.source).suffix.lower() in VIDEO_SUFFIXES
             if item.rgb is not None:
                 try:
-                    found = faces_of(item.rgb, face_detector, predictor.size)
+                    if video:
+                        found, tracks, detected = _video_faces(item, face_detector, predictor.size, trackers,
+                                                               detect_every)
+                    else:
+                        found = faces_of(item.rgb, face_detector, predictor.size)
                 except Exception as error:  # one bad frame must not stop the rest
                     item.status, item.reason, item.rgb = "unreadable", f"{type(error).__name__}: {error}", None
-            pending.append((item, found))
-            if sum(len(f) for _, f in pending) >= batch_size:
+            pending.append((item, found, tracks, detected))
+            if sum(len(f) for _, f, _, _ in pending) >= batch_size:
                 flush()
             bar.update(1)
         flush()
@@ -395,6 +411,24 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
     if unreadable:
         counts["unreadable_folders"] = len(unreadable)
     return rows, counts
+
+
+def _video_faces(item: Item, detector, size: int, trackers: dict, detect_every: int):
+    """A video frame's faces with their track ids: detected on every ``detect_every``-th frame read, else the
+    last detection's faces re-aligned on this frame from their landmarks. Returns ``(faces, ids, detected)``."""
+    from dmtl.preprocessing import alignment
+    from dmtl.tracking import IoUTracker
+
+    tracker, seen, last = trackers.get(item.source, (IoUTracker(), 0, None))
+    detected = detector is None or last is None or seen % max(detect_every, 1) == 0
+    if detected:
+        found = faces_of(item.rgb, detector, size)
+    else:
+        found = [FoundFace(f.box, f.score, f.landmarks, alignment.align_face(item.rgb, f.landmarks, size)[0])
+                 for f in last]
+    ids = tracker.update([f.box for f in found], item.frame)
+    trackers[item.source] = (tracker, seen + 1, found if detected else last)
+    return found, ids, detected
 
 
 def _items(inputs, every: int):

@@ -46,6 +46,7 @@ SLOW = {
     "test_folds.py": {"test_compare_runs_four_folds_from_one_build"},
     "test_predict.py": {"test_photos_of_a_folder_find_faces_and_the_photo_without_one_is_no_face",
                         "test_a_video_gives_one_row_per_frame_with_increasing_times",
+                        "test_a_video_gives_one_track_per_face_and_detect_every_carries_faces_between_detections",
                         "test_onnx_inference_needs_no_tensorflow"},
 }
 # conformance pairs kept in the quick loop: one per architecture, each with the plain sum

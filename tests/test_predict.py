@@ -165,3 +165,31 @@ def test_the_readme_python_example_runs(trained, tmp_path):
     exec(compile(code, "README.md", "exec"), namespace)
     table = namespace["faces"]
     assert len(table) == 1 + 12 and set(table["status"]) <= {"ok", "no_face"}
+
+
+def test_the_iou_tracker_follows_boxes_and_starts_new_tracks():
+    from dmtl.tracking import IoUTracker, iou
+
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    tracker = IoUTracker(threshold=0.3, max_age=1)
+    assert tracker.update([(0, 0, 10, 10), (50, 50, 10, 10)], 0) == [0, 1]
+    assert tracker.update([(52, 50, 10, 10), (1, 0, 10, 10)], 1) == [1, 0]  # matched by overlap, not order
+    assert tracker.update([(200, 0, 10, 10)], 2) == [2]  # no overlap: a new face
+    assert tracker.update([(1, 0, 10, 10)], 4) == [3]  # track 0 was last seen 3 frames ago (> max_age): ended
+
+
+def test_a_video_gives_one_track_per_face_and_detect_every_carries_faces_between_detections(trained, shared_data,
+                                                                                             tmp_path):
+    video = write_video(sorted((shared_data / "jaffe").glob("*.png"))[:6], tmp_path / "clip.avi")
+    rows = {}
+    for n in (1, 3):
+        out = tmp_path / f"every{n}.json"
+        assert _predict(video, "--model", trained / "run" / "export-onnx", "--out", out, "--json", "--detector",
+                        "mtcnn", "--detect-every", n) == 0
+        rows[n] = json.loads(out.read_text())
+        assert [r["frame"] for r in rows[n]] == list(range(6)) and {r["track"] for r in rows[n]} == {0}
+    assert [r["detected"] for r in rows[1]] == [1] * 6
+    assert [r["detected"] for r in rows[3]] == [1, 0, 0, 1, 0, 0]
+    for a, b in zip(rows[1], rows[3]):
+        if b["detected"]:  # a detected frame gives the same face either way
+            assert a["box_x"] == b["box_x"] and a["p_" + a["class"]] == pytest.approx(b["p_" + a["class"]], abs=1e-5)

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "need no trust)")
     p.add_argument("--json", action="store_true", help="write a JSON list of rows instead of a CSV")
     p.add_argument("--every", type=int, default=1, help="videos: every N-th frame (default 1)")
+    p.add_argument("--detect-every", type=int, default=1,
+                   help="videos: run the detector on every N-th frame read and carry its faces (re-aligned from "
+                        "their landmarks) to the frames between; every face gets a track id (default 1)")
     p.add_argument("--aligned", action="store_true", help="the inputs are aligned faces: no detection")
     from dmtl.preprocessing.detectors import CHOICES
     p.add_argument("--detector", choices=[c for c in CHOICES if c != "none"],
@@ -54,8 +57,8 @@ def run(args) -> int:
     from dmtl.lock import FolderLocked
 
     try:
-        if args.every < 1 or args.batch_size < 1:
-            raise ValueError("--every and --batch-size must be >= 1")
+        if args.every < 1 or args.batch_size < 1 or args.detect_every < 1:
+            raise ValueError("--every, --detect-every and --batch-size must be >= 1")
         out, counts, kind = _predict(args)
     except (ValueError, OSError, ImportError, KeyError, FolderLocked) as error:
         return fail("predict", error, args.debug)
@@ -82,7 +85,7 @@ def _predict(args):
         predictor = inference.load(args.model, trust_savedmodel=args.trust_savedmodel)
         rows, counts = inference.predict(predictor, args.inputs, args.every, args.aligned, args.detector,
                                          args.batch_size, args.draw, progress=not args.no_progress,
-                                         log=lambda m: print(m, file=sys.stderr))
+                                         log=lambda m: print(m, file=sys.stderr), detect_every=args.detect_every)
         _write_rows(Path(out), rows, inference.columns(predictor), args.json)
     return out, counts, predictor.kind
 
