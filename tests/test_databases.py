@@ -289,18 +289,13 @@ def test_celeba_fixture(tmp_path):
 def test_celeba_errors(tmp_path):
     make_celeba(tmp_path, [1, 2, 3])
     attr = tmp_path / "list_attr_celeba.txt"
-    write(attr, "3\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1 0\n000003.jpg 1 1\n")
-    with raises_at(attr, 4):
-        celeba.load(tmp_path)
-    write(attr, "4\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1 1\n000003.jpg 1 1\n")
-    with raises_at(attr, 1):
-        celeba.load(tmp_path)
-    write(attr, "3\nSmiling Male\n000001.jpg 1 -1\n../x.jpg 1 1\n000003.jpg 1 1\n")
-    with raises_at(attr, 4):
-        celeba.load(tmp_path)
-    write(attr, "3\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1 1\n000003.jpg 1\n")
-    with raises_at(attr, 5):
-        celeba.load(tmp_path)
+    for text, line in (("3\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1 0\n000003.jpg 1 1\n", 4),  # a 0 value
+                       ("4\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1 1\n000003.jpg 1 1\n", 1),  # wrong count
+                       ("3\nSmiling Male\n000001.jpg 1 -1\n../x.jpg 1 1\n000003.jpg 1 1\n", 4),  # a path out
+                       ("3\nSmiling Male\n000001.jpg 1 -1\n000002.jpg 1 1\n000003.jpg 1\n", 5)):  # a short row
+        write(attr, text)
+        with raises_at(attr, line):
+            celeba.load(tmp_path)
 
 
 def test_celeba_real(shared_data):
