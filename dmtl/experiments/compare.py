@@ -155,7 +155,8 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
                 for task, best in result.get("per_task_best", {}).items():
                     merged[f"{task}_at_own_best_epoch"] = best["at_own_best_epoch"]
                 for key, values in conflict_history(run_dir).items():  # the last epoch's gradient cosines
-                    merged[f"conflict_{key}"] = values[-1]
+                    if np.isfinite(values[-1]):  # none where a term's gradient was zero (a teacher weighed 0)
+                        merged[f"conflict_{key}"] = values[-1]
                 keras.backend.clear_session()
             records.append(merged)
     return records
