@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _LAZY = {"load": "dmtl.inference:load", "Predictor": "dmtl.inference:Predictor",
          "MultiTaskModel": "dmtl.model:MultiTaskModel", "get_coupling": "dmtl.coupling:get_coupling",
          "RECIPES": "dmtl.coupling:RECIPES", "multitask_loss": "dmtl.coupling:multitask_loss",
-         "save_to_preset": "dmtl.presets:save_to_preset",
+         "save_to_preset": "dmtl.training.exports:save_to_preset",
          "losses": "dmtl.losses", "relatedness": "dmtl.relatedness"}
 __all__ = ["__version__", *_LAZY]
 

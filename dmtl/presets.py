@@ -24,13 +24,6 @@ class PresetError(ValueError):
     """A preset that cannot be found, downloaded or read (one line)."""
 
 
-def save_to_preset(run_dir, out, force: bool = False) -> Path:
-    """A run as a preset in ``out`` (= ``dmtl export --run RUN --format preset --out OUT``; the same rules on
-    what ``out`` may replace)."""
-    from dmtl.training.exports import export_run
-    return export_run(run_dir, "preset", out, force)
-
-
 def is_preset(path) -> bool:
     path = Path(path)
     return all((path / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA))
@@ -83,7 +76,7 @@ def load_model(folder):
     """The Keras model of a preset folder (config in Keras's safe mode, then the weights) and its metadata."""
     import keras
 
-    from dmtl.training.predict import register_serializables
+    from dmtl.serializables import register_serializables
 
     folder = Path(folder)
     register_serializables()
@@ -138,7 +131,7 @@ def source_model(source):
     """The Keras model to fine-tune from: a preset (folder, ``hf://``, ``kaggle://``) or a run folder."""
     import keras
 
-    from dmtl.training.predict import register_serializables
+    from dmtl.serializables import register_serializables
 
     if str(source).startswith(tuple(SCHEMES)) or is_preset(source):
         return load_model(download(str(source)))[0]

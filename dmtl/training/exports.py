@@ -107,6 +107,12 @@ def export_run(run_dir, fmt: str = "savedmodel", out=None, force: bool = False, 
     return out
 
 
+def save_to_preset(run_dir, out, force: bool = False) -> Path:
+    """A run as a preset (:mod:`dmtl.presets`) in ``out``: ``dmtl export --run RUN --format preset --out OUT``,
+    with the same rules on what ``out`` may replace."""
+    return export_run(run_dir, "preset", out, force)
+
+
 def _load_run_model(run_dir: Path):
     from dmtl.training.predict import register_serializables
 

@@ -6,17 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from dmtl.data import reader
-
-
-def register_serializables() -> None:
-    """Imports every module that registers Keras-serializable classes (model, architectures, backbones, heads),
-    so a ``.keras`` file loads in a fresh process whatever architecture saved it."""
-    import importlib
-
-    from dmtl import architectures, models  # noqa: F401  (models registers heads and backbone layers)
-    importlib.import_module("dmtl.model")
-    for target in architectures.REGISTRY.values():
-        importlib.import_module(target.split(":")[0])
+from dmtl.serializables import register_serializables  # noqa: F401  (imported from here by the run and exports)
 
 
 def load_predictor(run_dir: Path, kind: str, weights=None, trust_savedmodel: bool = False):
