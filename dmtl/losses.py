@@ -203,8 +203,9 @@ def dm_distillation_terms(class_probs, attribute_probs, relatedness, student: st
 
 def teacher_gain(student_loss, teacher_loss):
     """A distillation term's reliability weight: the relative reduction of the validation loss (BCE per attribute,
-    or CE) when the student's own prediction is replaced by its teacher's, clip((L_s - L_t) / L_s, 0, 1): 0 for a
-    teacher no better than its student, 1 for a perfect one. In the spirit of weighting soft labels by how the
+    or CE) when the reference's prediction (the student's own, or an uninformed one: :func:`uninformed_bce`,
+    :func:`uninformed_ce`) is replaced by the teacher's, clip((L_ref - L_t) / L_ref, 0, 1): 0 for a teacher no
+    better than the reference, 1 for a perfect one. In the spirit of weighting soft labels by how the
     teacher's loss compares with the student's (Zhou et al., "Rethinking soft labels for knowledge distillation",
     ICLR 2021), measured per epoch on held-out labels rather than per training sample. numpy arrays."""
     student_loss = np.asarray(student_loss, np.float64)
@@ -212,6 +213,20 @@ def teacher_gain(student_loss, teacher_loss):
     gain = np.where(student_loss > 0, (student_loss - teacher_loss) / np.where(student_loss > 0, student_loss, 1.0),
                     0.0)
     return np.clip(gain, 0.0, 1.0)
+
+
+def uninformed_bce(positives, count):
+    """The BCE of predicting each attribute's validation base rate r = positives / count for every image:
+    -(r log r + (1 - r) log(1 - r)), per attribute (numpy): the loss of a teacher that knows nothing of the image."""
+    rate = np.clip(np.asarray(positives, np.float64) / np.maximum(np.asarray(count, np.float64), 1), 1e-7, 1 - 1e-7)
+    return -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+
+
+def uninformed_ce(class_counts):
+    """The cross-entropy of predicting the validation class frequencies f for every image: -sum_c f_c log f_c."""
+    counts = np.asarray(class_counts, np.float64)
+    frequency = counts / max(counts.sum(), 1.0)
+    return np.array([-(frequency[frequency > 0] * np.log(frequency[frequency > 0])).sum()])
 
 
 def co_annotation_indicator(attribute_labels, relatedness):

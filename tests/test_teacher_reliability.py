@@ -29,16 +29,29 @@ def test_dm_and_sca_measure_teacher_and_student_on_the_students_labels():
     out = dm.reliability_losses(y, predictions, matrix)
     q = predictions["classes"] @ matrix  # the class head's attribute prediction (Eq. 2)
     bce = lambda t, p: -(t * np.log(p) + (1 - t) * np.log(1 - p))  # noqa: E731
-    student, teacher, count = out["attributes"]
+    student, teacher, count, positives = out["attributes"]
     np.testing.assert_allclose(count, [2, 1])
+    np.testing.assert_allclose(positives, [1, 1])
     np.testing.assert_allclose(student, [bce(1, 0.6) + bce(0, 0.3), bce(1, 0.7)], rtol=1e-6)
     np.testing.assert_allclose(teacher, [bce(1, q[0, 0]) + bce(0, q[1, 0]), bce(1, q[1, 1])], rtol=1e-6)
     np.testing.assert_allclose(out["classes"][0], teacher, rtol=1e-6)  # the other direction swaps the roles
     sca = get_coupling("sca", direction="distillation", temperature=0.25, reliability="validated")
-    student, teacher, count = sca.reliability_losses(y, predictions, matrix)["classes"]
+    student, teacher, count, per_class = sca.reliability_losses(y, predictions, matrix)["classes"]
+    np.testing.assert_allclose(per_class, [1, 0])
     soft = sca.teacher(np.array([[1.0, 1.0]], np.float32), matrix)[0]  # image 0: its label 1, the head's 0.5 -> 1
     assert count[0] == 1 and student[0] == pytest.approx(-np.log(0.9))
     assert teacher[0] == pytest.approx(-np.log(soft[0]), rel=1e-5)
+    # the uninformed reference: the validation base rates (attribute 0: 1 of 2 positive; one class seen)
+    prior = get_coupling("dm", form="distillation", target="mixture-as-target", reliability="validated",
+                         reliability_reference="prior")
+    np.testing.assert_allclose(prior.reference_loss("attributes", None, [1, 1], np.array([2, 1])),
+                               [np.log(2), -np.log(1e-7) * 1e-7 - (1 - 1e-7) * np.log(1 - 1e-7)], rtol=1e-5)
+    assert sca.reference_loss("classes", np.array([0.7]), per_class, count) == [0.7]  # the student's
+    sca_prior = get_coupling("sca", direction="distillation", reliability="validated", reliability_reference="prior")
+    assert sca_prior.reference_loss("classes", None, [3, 1], None)[0] == pytest.approx(
+        -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    with pytest.raises(ValueError, match="reliability_reference"):
+        get_coupling("dm", form="distillation", reliability="validated", reliability_reference="teacher")
     with pytest.raises(ValueError, match="needs form distillation"):
         get_coupling("dm", reliability="validated")
     with pytest.raises(ValueError, match="needs direction distillation"):

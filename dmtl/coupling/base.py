@@ -14,6 +14,9 @@ from keras import ops
 
 WHERE = ("all", "unlabelled")
 RELIABILITY = ("none", "validated")
+REFERENCES = ("student", "prior")
+"""What a validated teacher must beat: its ``student`` (the measure of issue 30), or an uninformed predictor of the
+validation base rates (``prior``: the teacher need only know something about the image)."""
 """``validated``: each distillation term's weight follows how well its teacher predicted the student's labels on
 the validation images at the end of the last epoch (:func:`dmtl.losses.teacher_gain`; 1 in the first epoch)."""
 
@@ -140,11 +143,14 @@ class RelatednessAware(Coupling):
     """
 
     def __init__(self, informativeness: str = "none", confidence: float = 0.0, class_prior=None,
-                 reliability: str = "none", **common):
+                 reliability: str = "none", reliability_reference: str = "student", **common):
         super().__init__(**common)
         if reliability not in RELIABILITY:
             raise ValueError(f"{self.name}: reliability must be one of {RELIABILITY}, not {reliability!r}")
-        self.reliability = reliability
+        if reliability_reference not in REFERENCES:
+            raise ValueError(f"{self.name}: reliability_reference must be one of {REFERENCES}, not "
+                             f"{reliability_reference!r}")
+        self.reliability, self.reliability_reference = reliability, reliability_reference
         self.reliability_variables = {}  # {student: variable}, created by the model when reliability is validated
         from dmtl.relatedness import INFORMATIVENESS
         if informativeness not in ("none", *INFORMATIVENESS):
@@ -190,7 +196,8 @@ class RelatednessAware(Coupling):
 
     def strength_options(self) -> dict:
         return {"informativeness": self.informativeness, "confidence": self.confidence,
-                "class_prior": self.class_prior, "reliability": self.reliability}
+                "class_prior": self.class_prior, "reliability": self.reliability,
+                "reliability_reference": self.reliability_reference}
 
     # ------------------------------------------------------------------ teacher reliability
     def reliability_shapes(self, num_attributes: int) -> dict:
@@ -202,6 +209,19 @@ class RelatednessAware(Coupling):
         return self.reliability_variables.get(student)
 
     def reliability_losses(self, y: dict, predictions: dict, relatedness) -> dict:
-        """On one validation batch (numpy): ``{student: (student loss sums, teacher loss sums, label counts)}``,
-        summed over the images that carry the student's labels (per attribute, or one number for classes)."""
+        """On one validation batch (numpy): ``{student: (student loss sums, teacher loss sums, label counts, label
+        sums)}``, summed over the images that carry the student's labels (per attribute, or one number for classes;
+        label sums: positives per attribute, or images per class, for the uninformed reference)."""
         return {}
+
+    def reference_loss(self, student: str, student_mean, label_sums, count):
+        """The mean loss the teacher is compared with: the student's (``reliability_reference: student``) or an
+        uninformed predictor's (``prior``: the validation base rates)."""
+        if self.reliability_reference == "student":
+            return student_mean
+        return self.uninformed_loss(label_sums, count)
+
+    def uninformed_loss(self, label_sums, count):
+        """The loss of predicting the validation base rates (per attribute: :func:`dmtl.losses.uninformed_bce`)."""
+        from dmtl import losses
+        return losses.uninformed_bce(label_sums, count)

@@ -108,7 +108,8 @@ class DistributionMatching(RelatednessAware):
             own, teacher = (p, q) if student == "attributes" else (q, p)
             student_bce, mask = _bce(y["attributes"], own)
             teacher_bce, _ = _bce(y["attributes"], teacher)
-            out[student] = (student_bce.sum(0), teacher_bce.sum(0), mask.sum(0))
+            positives = (np.asarray(y["attributes"]) == 1).sum(0)
+            out[student] = (student_bce.sum(0), teacher_bce.sum(0), mask.sum(0), positives)
         return out
 
     def options(self):

@@ -80,7 +80,13 @@ class SoftCoAnnotation(RelatednessAware):
         rows, index = np.nonzero(has)[0], labels[has]
         student = -np.log(np.clip(p[rows, index], 1e-7, 1.0))
         teacher = -np.log(np.clip(q[rows, index], 1e-7, 1.0))
-        return {"classes": (np.array([student.sum()]), np.array([teacher.sum()]), np.array([float(has.sum())]))}
+        per_class = np.bincount(index, minlength=p.shape[-1]).astype(np.float64)
+        return {"classes": (np.array([student.sum()]), np.array([teacher.sum()]), np.array([float(has.sum())]),
+                            per_class)}
+
+    def uninformed_loss(self, label_sums, count):
+        """The cross-entropy of predicting the validation class frequencies (:func:`dmtl.losses.uninformed_ce`)."""
+        return losses.uninformed_ce(label_sums)
 
     def options(self):
         return {"direction": self.direction, "temperature": self.temperature, **self.strength_options()}

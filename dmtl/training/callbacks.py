@@ -176,10 +176,12 @@ class TeacherReliability(keras.callbacks.Callback):
         for coupling in self.couplings:
             for student, variable in coupling.reliability_variables.items():
                 current = keras.ops.convert_to_numpy(variable)
-                student_sum, teacher_sum, count = sums.get((coupling.name, student), (0.0, 0.0, np.zeros(1)))
+                student_sum, teacher_sum, count, label_sums = sums.get((coupling.name, student),
+                                                                       (0.0, 0.0, np.zeros(1), np.zeros(1)))
                 count = np.asarray(count, np.float64)
-                measured = teacher_gain(np.asarray(student_sum) / np.maximum(count, 1),
-                                        np.asarray(teacher_sum) / np.maximum(count, 1))
+                reference = coupling.reference_loss(student, np.asarray(student_sum) / np.maximum(count, 1),
+                                                    label_sums, count)
+                measured = teacher_gain(reference, np.asarray(teacher_sum) / np.maximum(count, 1))
                 out.setdefault(coupling.name, {})[student] = np.where(count > 0, measured, current).astype(np.float32)
         return out
 
