@@ -99,11 +99,10 @@ def load(path, trust_savedmodel: bool = False) -> Predictor:
     if (path / "model.keras").is_file() and (path / "config.yaml").is_file():
         import keras
 
+        from dmtl.serializables import load_run_model
         from dmtl.training.exports import run_metadata
-        from dmtl.training.predict import register_serializables
 
-        register_serializables()
-        model = keras.saving.load_model(path / "model.keras")
+        model = load_run_model(path)
         shape = model.backbone.input_shape
         size = int((shape[0] if isinstance(shape, list) else shape)[1])
         metadata = run_metadata(path, model, size, "keras", ["model.keras"])
@@ -346,8 +345,10 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
 
         face_detector = make_detector(resolve(name))
     unreadable: list = []
-    arrays = [(i, x) for i, x in enumerate(inputs) if isinstance(x, np.ndarray)]
-    files = expand([x for x in inputs if not isinstance(x, np.ndarray)], unreadable)
+    # each input once: an array as it is, a path as the files it expands to (folders walked once)
+    sources = [x if isinstance(x, np.ndarray) else expand([x], unreadable) for x in inputs]
+    arrays = [x for x in sources if isinstance(x, np.ndarray)]
+    files = [path for x in sources if not isinstance(x, np.ndarray) for path in x]
     for folder in unreadable:
         log(f"predict: cannot read the folder {folder}: skipped")
     if not files:
@@ -381,7 +382,7 @@ def predict(model, inputs, every: int = 1, aligned: bool = False, detector: str 
 
     finished = False
     try:
-        for item in _items(inputs, every):
+        for item in _items(sources, every):
             found, tracks, detected = [], None, True
             video = Path(item.source).suffix.lower() in VIDEO_SUFFIXES
             if item.rgb is not None:
@@ -431,12 +432,12 @@ def _video_faces(item: Item, detector, size: int, trackers: dict, detect_every: 
     return found, ids, detected
 
 
-def _items(inputs, every: int):
+def _items(sources, every: int):
     """The :class:`Item` of each input in order: an RGB array (source ``array:<index in the inputs>``), or each
-    image or video frame of a path (folders expanded as :func:`expand` does)."""
-    for index, given in enumerate(inputs):
+    image or video frame of the files a path expanded to (:func:`expand`)."""
+    for index, given in enumerate(sources):
         if not isinstance(given, np.ndarray):
-            for path in expand([given]):
+            for path in given:
                 yield from read(path, every)
             continue
         if given.ndim != 3 or given.shape[-1] != 3:

@@ -129,16 +129,12 @@ def model_card(metadata: dict) -> str:
 
 def source_model(source):
     """The Keras model to fine-tune from: a preset (folder, ``hf://``, ``kaggle://``) or a run folder."""
-    import keras
-
-    from dmtl.serializables import register_serializables
+    from dmtl.serializables import load_run_model
 
     if str(source).startswith(tuple(SCHEMES)) or is_preset(source):
         return load_model(download(str(source)))[0]
-    path = Path(source)
-    if (path / "model.keras").is_file():
-        register_serializables()
-        return keras.saving.load_model(path / "model.keras")
+    if (Path(source) / "model.keras").is_file():
+        return load_run_model(source)
     raise PresetError(f"--init-from {source}: not a preset (folder, hf://, kaggle://) or a finished run folder")
 
 

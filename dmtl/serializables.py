@@ -11,3 +11,13 @@ def register_serializables() -> None:
     importlib.import_module("dmtl.model")
     for target in architectures.REGISTRY.values():
         importlib.import_module(target.split(":")[0])
+
+
+def load_run_model(run_dir):
+    """A run folder's ``model.keras`` (Keras's safe mode), whatever architecture saved it."""
+    from pathlib import Path
+
+    import keras
+
+    register_serializables()
+    return keras.saving.load_model(Path(run_dir) / "model.keras")

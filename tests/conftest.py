@@ -73,16 +73,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--verbose", "0"]
-"""A tiny training on the command line: 32-pixel faces, batches of 8, two steps an epoch."""
-
-
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A run (nc, 1 epoch) on a small demo build, with its SavedModel (RUN/export) and ONNX (RUN/export-onnx)
     exports; made once per test process and only read by the tests that share it (``root/run``, ``root/data``)."""
     from dmtl.cli import export, train
-    from tests.fixtures import demo_build
+    from tests.fixtures import TINY, demo_build
 
     root = tmp_path_factory.mktemp("trained")
     demo_build(root, 16, 16, 8, 12)

@@ -13,10 +13,9 @@ import pytest
 
 import evaluate
 import train
-from tests.fixtures import demo_build
+from tests.fixtures import TINY, demo_build
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--verbose", "0"]
 # runs whose point is the plumbing around training: the steps run eagerly (a two-step run would spend its time
 # tracing graphs) and no export is written (the tests that check exports keep both)
 SWEEP_OPTIONS = {"run_eagerly": True, "export_formats": []}

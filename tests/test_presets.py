@@ -99,7 +99,7 @@ def test_init_from_a_preset_keeps_the_backbone_and_the_heads_whose_names_match(p
 
     from dmtl import presets
     from dmtl.cli import train
-    from tests.conftest import TINY
+    from tests.fixtures import TINY
 
     run, folder = preset
     source, _ = presets.load_model(folder)

@@ -111,7 +111,7 @@ def test_validated_reliability_trains_through_the_command_line_and_lands_in_the_
     import csv
 
     from dmtl.cli import train
-    from tests.conftest import TINY
+    from tests.fixtures import TINY
 
     out = tmp_path / "run"
     assert train.main(["--database", "demo", "--data", str(trained / "data"), "--out", str(out), "--setting", "c",

@@ -229,6 +229,8 @@ class GradientConflict(keras.callbacks.Callback):
     def losses(self, x, y) -> dict:
         """``{name: scalar}`` of one batch: each task's masked loss and each coupling part that trains one head
         (``<coupling>_<student>``)."""
+        from dmtl import losses
+
         model = self.model
         features, predictions = model.features_and_predictions(x, training=False)
         terms = model.loss_terms(y, predictions, None, features)
@@ -237,7 +239,6 @@ class GradientConflict(keras.callbacks.Callback):
             parts = coupling.terms(y, predictions, model.relatedness, features=features)
             for students, (values, mask) in zip(coupling.part_students(len(parts)), parts):
                 if len(students) == 1:
-                    from dmtl import losses
                     out[f"{coupling.name}_{students[0]}"] = losses.masked_mean(values, mask)
         return out
 

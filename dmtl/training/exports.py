@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from dmtl import outputs
+from dmtl.serializables import load_run_model
 from dmtl.export import FORMATS, LABELS_FILE, METADATA_FILE, export_serving
 
 
@@ -94,7 +95,7 @@ def export_run(run_dir, fmt: str = "savedmodel", out=None, force: bool = False, 
     with FolderLock(run_dir, "dmtl run or export") if lock else contextlib.nullcontext():
         sha = hashlib.sha256((run_dir / "config.yaml").read_bytes()).hexdigest()
         outputs.check_export_destination(out, run_dir, sha, force)
-        model = _load_run_model(run_dir)
+        model = load_run_model(run_dir)
         shape = model.backbone.input_shape  # a routed backbone also takes a task index
         size = int((shape[0] if isinstance(shape, list) else shape)[1])
         staging = outputs.staging_folder(out)
@@ -111,13 +112,6 @@ def save_to_preset(run_dir, out, force: bool = False) -> Path:
     """A run as a preset (:mod:`dmtl.presets`) in ``out``: ``dmtl export --run RUN --format preset --out OUT``,
     with the same rules on what ``out`` may replace."""
     return export_run(run_dir, "preset", out, force)
-
-
-def _load_run_model(run_dir: Path):
-    from dmtl.training.predict import register_serializables
-
-    register_serializables()
-    return keras.saving.load_model(run_dir / "model.keras")
 
 
 def _write_export(model, staging: Path, out: Path, run_dir: Path, fmt: str, size: int) -> None:

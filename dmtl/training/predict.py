@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from dmtl.data import reader
-from dmtl.serializables import register_serializables  # noqa: F401  (imported from here by the run and exports)
+from dmtl.serializables import load_run_model, register_serializables  # noqa: F401  (also imported from here)
 
 
 def load_predictor(run_dir: Path, kind: str, weights=None, trust_savedmodel: bool = False):
@@ -30,8 +30,7 @@ def load_predictor(run_dir: Path, kind: str, weights=None, trust_savedmodel: boo
         return predict, served.labels["class_names"], served.labels["attribute_names"]
     if kind == "keras":
         import keras
-        register_serializables()
-        model = keras.saving.load_model(run_dir / "model.keras")
+        model = load_run_model(run_dir)
         if weights is not None:
             model.load_weights(weights)
 

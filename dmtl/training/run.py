@@ -353,9 +353,8 @@ class ChiefRole:
             model.save(tmp)
         if processes is not None:  # export from a model loaded outside the distribution (its arrays on this host)
             keras.distribution.set_distribution(None)
-            from dmtl.training.predict import register_serializables
-            register_serializables()
-            model = keras.saving.load_model(run_dir / "model.keras")
+            from dmtl.serializables import load_run_model
+            model = load_run_model(run_dir)
         if "savedmodel" in train_plan.export_formats:
             _export_savedmodel(model, run_dir, plan, config["database"])
         from dmtl.training.exports import export_run, export_run_in_tensorflow
