@@ -90,8 +90,10 @@ def build(weighting_name, architecture_name, num_attributes=len(AUS), tasks=("cl
     if couplings and num_attributes:
         options["relatedness"] = du_et_al_2014(attribute_names=AUS[:num_attributes])
         # the relatedness-aware strength on: its graph (weights, gates, the naive-Bayes evidence) runs everywhere
+        # (and the teacher reliability's weights: non-trainable variables every architecture saves and restores)
         options["couplings"] = [get_coupling("dm", form="distillation", target="both", where="unlabelled",
-                                             informativeness="correlation-ratio", confidence=0.5),
+                                             informativeness="correlation-ratio", confidence=0.5,
+                                             reliability="validated"),
                                 get_coupling("sca", informativeness="correlation-ratio", confidence=0.5),
                                 *auxiliary_terms(architecture_name)]
     spec = ModelSpec((SIZE, SIZE, 3), 7, num_attributes, "small", None, 0, options)
