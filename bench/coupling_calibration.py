@@ -21,7 +21,11 @@ from the annotations of the validation split (the only training-time split whose
 Candidates (:data:`CANDIDATES`): the recipes {symmetric-informed (the current recommendation), symmetric-reliable,
 distil-both-reliable (teacher reliability, issue 30)} x weightings {ew, famo} x placements {outside, student}; with
 ``ew`` the placements coincide, so 9 candidates. Beside them NC MT under each weighting and ST. Every database runs
-through ``dmtl compare`` once per (weighting, placement).
+through ``dmtl compare`` once per (weighting, placement). The reliability forms use the issue's measure (a teacher is
+compared with its student: ``reliability_reference: student``); ``reliability_reference: prior`` (compared with an
+uninformed predictor of the validation base rates) is not a candidate: decided before this run, for the budget (12
+runs per database and seed already), and so that the candidates are the ones the issue fixed, not ones chosen after
+the first look (bench/results/reliability_first_look.md).
 
 Pruning (fixed before running): after seed 0 on every database, a candidate more than :data:`PRUNE` below NC MT
 (ew) on either task on any database is dropped; the others, NC MT and ST run the remaining seeds. The report lists
