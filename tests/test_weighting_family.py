@@ -96,7 +96,7 @@ def test_aligned_mtl_equalises_the_singular_values():
     np.testing.assert_allclose(aligned @ aligned.T, values.min() * np.eye(2), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl"])
+@pytest.mark.parametrize("name", ["pcgrad", "cagrad", "imtl", "nash_mtl", "aligned_mtl", "upgrad", "fairgrad"])
 def test_an_absent_task_gets_no_weight(name):
     """A task without labels in the batch has a zero gradient: never a division by zero, and it takes no weight."""
     import tensorflow as tf
@@ -227,3 +227,227 @@ def test_famo_balances_log_losses_and_updates_its_logits_towards_the_slower_task
     # z = 1/2 each, c = 1/2 (1/2 + 2) = 1.25: d = sum_t z_t / (c L_t) g_t
     np.testing.assert_allclose(d, (0.5 / (1.25 * 2.0)) * CONFLICT[0] + (0.5 / (1.25 * 0.5)) * CONFLICT[1],
                                rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the LibMTL-level additions (issue 32)
+@pytest.mark.backends
+def test_gls_is_the_gradient_of_the_geometric_mean_of_the_present_losses():
+    from dmtl.weighting import get_weighting
+
+    method = get_weighting("gls")
+    losses = np.array([2.0, 8.0])
+    # by hand: L = sqrt(2 * 8) = 4, dL/dL_t = L / (2 L_t) = (1, 0.25)
+    d, logs, _ = _loss_level(method, losses)
+    np.testing.assert_allclose(d, 1.0 * CONFLICT[0] + 0.25 * CONFLICT[1], atol=1e-5)
+    # a finite-difference check of the geometric mean in numpy
+    geometric = lambda x: np.prod(x) ** (1 / len(x))  # noqa: E731
+    numeric = [(geometric(losses + 1e-6 * np.eye(2)[t]) - geometric(losses)) / 1e-6 for t in range(2)]
+    np.testing.assert_allclose([float(logs["gls_weight_classes"]), float(logs["gls_weight_attributes"])], numeric,
+                               rtol=1e-4)
+    d, _, _ = _loss_level(method, [2.0, 0.0], present=(True, False))  # one task present: its loss, weight 1
+    np.testing.assert_allclose(d, CONFLICT[0], atol=1e-5)
+
+
+def test_stch_coefficients_are_the_gradient_of_the_smooth_tchebycheff_loss():
+    from dmtl.weighting.stch import stch_coefficients
+
+    losses, nadir, present = np.array([0.6, 2.0]), np.array([1.2, 1.0]), np.array([True, True])
+
+    def smooth(x, mu):  # T mu log sum exp(log(x / z) / mu), from the paper's Eq. with LibMTL's normalisation
+        return 2 * mu * np.log(np.sum(np.exp(np.log(x / nadir) / mu)))
+
+    for mu in (1.0, 0.2):
+        numeric = [(smooth(losses + 1e-7 * np.eye(2)[t], mu) - smooth(losses - 1e-7 * np.eye(2)[t], mu)) / 2e-7
+                   for t in range(2)]
+        np.testing.assert_allclose(stch_coefficients(losses, present, nadir, mu), numeric, rtol=1e-3)
+    # small mu: the worse task (relative to its nadir) takes almost all the weight, as the max would
+    c = np.asarray(stch_coefficients(losses, present, nadir, 0.05))
+    assert c[1] * losses[1] > 0.99 * (c * losses).sum()
+    c = np.asarray(stch_coefficients(losses, np.array([True, False]), nadir, 1.0))
+    assert c[1] == 0 and c[0] > 0
+
+
+def test_stch_warms_up_on_log_losses_averages_the_nadir_then_scalarises():
+    from dmtl.weighting import get_weighting
+    from dmtl.weighting.stch import stch_coefficients
+
+    method = get_weighting("stch", warmup_epochs=1)
+    d, _, model = _loss_level(method, [2.0, 0.5])  # epoch 0: gradient of sum log L_t = g_t / L_t
+    np.testing.assert_allclose(d, CONFLICT[0] / 2.0 + CONFLICT[1] / 0.5, atol=1e-5)
+    model.optimizer.iterations.assign(1)  # epoch 1 (steps_per_epoch 1): still log losses, z averaged
+    _loss_level(method, [4.0, 1.0])
+    model.optimizer.iterations.assign(2)
+    d, _, _ = _loss_level(method, [2.0, 2.0])
+    c = np.asarray(stch_coefficients(np.array([2.0, 2.0]), np.array([True, True]), np.array([4.0, 1.0])))
+    np.testing.assert_allclose(d, c @ CONFLICT, atol=1e-5)
+    assert c[1] > c[0]  # the task further above its nadir weighs more
+
+
+def test_upgrad_projects_each_scaled_gradient_onto_the_dual_cone():
+    from dmtl.weighting.upgrad import upgrad_coefficients
+
+    # by hand (conflict): g1/2 = (0.5, 0) violates <x, g2> >= 0 -> its projection (0.25, 0.25); g2/2 = (-0.5, 0.5)
+    # violates <x, g1> >= 0 -> (0, 0.5); d = (0.25, 0.75)
+    d, w = direction(lambda g: upgrad_coefficients(g, reg_eps=0.0), CONFLICT)
+    np.testing.assert_allclose(d, [0.25, 0.75], atol=1e-5)
+    assert np.all(w >= 0.5 - 1e-6)  # each weight at least 1/T
+    assert np.all(CONFLICT @ d >= -1e-6)  # no task's gradient is turned against it
+    d, _ = direction(lambda g: upgrad_coefficients(g, reg_eps=0.0), ORTHOGONAL)  # no conflict: the mean
+    np.testing.assert_allclose(d, ORTHOGONAL.mean(0), atol=1e-5)
+    # three tasks in the plane, against a projection computed by alternating projections onto the half-planes
+    three = np.array([[1.0, 0.0], [-1.0, 1.0], [-0.2, -1.0]])
+    d, _ = direction(lambda g: upgrad_coefficients(g, reg_eps=0.0), three.astype(np.float32))
+    reference = np.zeros(2)
+    for row in three / 3:  # Dykstra's algorithm for the projection onto the intersection of the half-planes
+        x, corrections = row.copy(), np.zeros((3, 2))
+        for _ in range(5000):
+            for k, g in enumerate(three):
+                y = x + corrections[k]
+                x_new = y - min(0.0, y @ g) / (g @ g) * g
+                corrections[k] = y - x_new
+                x = x_new
+        reference += x
+    np.testing.assert_allclose(d, reference, atol=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 0.5])
+def test_fairgrad_solves_its_alpha_fair_equation(alpha):
+    from dmtl.weighting.fairgrad import fairgrad_coefficients
+
+    # by hand (orthogonal): M = diag(9, 1), w_t = M_tt^(-alpha / (alpha + 1))
+    _, w = direction(lambda g: fairgrad_coefficients(g, alpha=alpha), ORTHOGONAL)
+    np.testing.assert_allclose(w, [9 ** (-alpha / (alpha + 1)), 1.0], rtol=1e-4)
+    _, w = direction(lambda g: fairgrad_coefficients(g, alpha=alpha), CONFLICT)
+    m = CONFLICT.astype(np.float64) @ CONFLICT.T
+    assert np.all(w > 0)
+    np.testing.assert_allclose(m @ w, w ** (-1 / alpha), rtol=1e-4)
+
+
+def test_gradvac_first_step_is_pcgrad_and_later_steps_reach_the_target_cosine():
+    from dmtl.weighting.gradvac import gradvac_coefficients
+
+    # target 0 (the start): the update is PCGrad's, by hand (0.5, 1.5); the targets move to beta * cos = -0.354
+    beta, targets = gradvac_coefficients(CONFLICT @ CONFLICT.T, np.zeros((2, 2), np.float32), 0.5)
+    np.testing.assert_allclose(np.asarray(beta) @ CONFLICT, [0.5, 1.5], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(targets), [[0, -0.5 / np.sqrt(2)], [-0.5 / np.sqrt(2), 0]], atol=1e-5)
+    # a target above the cosine: g_i' is moved until cos(g_i', g_j) equals the target (the paper's Eq. 5)
+    target = np.array([[0.0, 0.5], [0.5, 0.0]], np.float32)
+    beta, targets = gradvac_coefficients(ORTHOGONAL @ ORTHOGONAL.T, target, 0.5)
+    g = ORTHOGONAL.astype(np.float64)
+    first = g[0] + np.linalg.norm(g[0]) * 0.5 / (np.linalg.norm(g[1]) * np.sqrt(0.75)) * g[1]
+    second = g[1] + np.linalg.norm(g[1]) * 0.5 / (np.linalg.norm(g[0]) * np.sqrt(0.75)) * g[0]
+    np.testing.assert_allclose(np.asarray(beta) @ g, first + second, atol=1e-4)
+    assert first @ g[1] / (np.linalg.norm(first) * np.linalg.norm(g[1])) == pytest.approx(0.5, abs=1e-6)
+    np.testing.assert_allclose(np.asarray(targets), [[0, 0.25], [0.25, 0]], atol=1e-6)  # EMA towards cos 0
+
+
+def test_moco_tracks_the_gradients_and_steps_lambda_on_the_min_norm_objective():
+    import tensorflow as tf
+
+    from dmtl.weighting.moco import moco_update
+
+    losses, present = np.array([2.0, 0.5], np.float32), tf.constant([True, True])
+    tracked, lambdas = [tf.zeros((2, 2))], tf.constant([0.5, 0.5])
+    y, lam = np.zeros((2, 2)), np.array([0.5, 0.5])  # the reference, written from the paper and LibMTL's defaults
+    for k in (1, 2, 3):
+        tracked, lambdas, d = moco_update(tracked, lambdas, [[tf.constant(g)] for g in CONFLICT], losses, present,
+                                          tf.constant(float(k)))
+        g = CONFLICT / np.linalg.norm(CONFLICT, axis=1, keepdims=True) * losses[:, None]
+        y = y - 0.5 / np.sqrt(k) * (y - g)
+        z = lam - 0.1 / np.sqrt(k) * (y @ y.T) @ lam
+        lam = np.exp(z) / np.exp(z).sum()
+        np.testing.assert_allclose(np.asarray(tracked[0]), y, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(lambdas), lam, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(d[0]), lam @ y, atol=1e-5)
+    # an absent task keeps its tracked gradient
+    kept, _, _ = moco_update(tracked, lambdas, [[tf.constant(CONFLICT[0])], [tf.zeros(2)]], losses,
+                             tf.constant([True, False]), tf.constant(4.0))
+    np.testing.assert_allclose(np.asarray(kept[0])[1], y[1], atol=1e-6)
+
+
+def test_db_mtl_rescales_the_tracked_log_loss_gradients_to_the_largest_norm():
+    import tensorflow as tf
+
+    from dmtl.weighting.db_mtl import db_mtl_update
+
+    present = tf.constant([True, True])
+    tracked, buffer = [tf.zeros((2, 2))], np.zeros((2, 2))
+    for k, grads in enumerate([ORTHOGONAL, CONFLICT], start=1):
+        tracked, alpha, d = db_mtl_update(tracked, [[tf.constant(g)] for g in grads], present, tf.constant(float(k)))
+        buffer = grads + 0.9 * (buffer - grads)  # beta 0.9, beta_sigma 0: 0.1 g + 0.9 buffer
+        norms = np.linalg.norm(buffer, axis=1)
+        np.testing.assert_allclose(np.asarray(alpha), norms.max() / (norms + 1e-8), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(d[0]), (norms.max() / norms) @ buffer, atol=1e-5)
+    # both rescaled gradients have the largest norm
+    scaled = (np.asarray(alpha)[:, None] * np.asarray(tracked[0]))
+    np.testing.assert_allclose(np.linalg.norm(scaled, axis=1), norms.max(), rtol=1e-5)
+
+
+def test_db_mtl_trains_on_log_losses():
+    import tensorflow as tf
+
+    from dmtl.weighting import get_weighting
+
+    out = get_weighting("db_mtl").transform_losses({"classes": tf.constant(2.0), "attributes": tf.constant(0.0)},
+                                                   {"classes": tf.constant(True), "attributes": tf.constant(False)})
+    assert float(out["classes"]) == pytest.approx(np.log(2.0 + 1e-8)) and float(out["attributes"]) == 0.0
+
+
+def test_excess_mtl_weights_grow_with_the_relative_excess_risk():
+    import tensorflow as tf
+
+    from dmtl.weighting.excess_mtl import excess_mtl_update
+
+    present = tf.constant([True, True])
+    state = ([tf.zeros((2, 2))], tf.zeros(2), tf.ones(2))
+    s, r0, w = np.zeros((2, 2)), None, np.ones(2)  # the reference, from the paper's Alg. 1 in LibMTL's form
+    for grads in (ORTHOGONAL, CONFLICT, 2 * CONFLICT):
+        accumulated, initial, weights, _ = excess_mtl_update(*state, [[tf.constant(g)] for g in grads], present)
+        state = (accumulated, initial, weights)
+        s = s + grads ** 2
+        r = (grads ** 2 / np.sqrt(s + 1e-7)).sum(1)
+        if r0 is None:
+            r0 = r
+        else:
+            w = w * np.exp(0.01 * r / r0)
+            w = 2 * w / w.sum()
+        np.testing.assert_allclose(np.asarray(weights), w, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(initial), r0, rtol=1e-5)
+    assert abs(float(np.sum(weights)) - 2.0) < 1e-5
+
+
+def test_graddrop_masks_keep_the_sign_the_tasks_agree_on():
+    from dmtl.weighting.graddrop import graddrop_masks
+
+    # by hand: feature 0 both positive (P = 1: kept); feature 1 sums to 0 (P = 1/2) with U = 0.3 < P: positive
+    # gradients kept; feature 2 P = 1/2 with U = 0.7 > P: negative ones kept
+    sums = np.array([[1.0, -1.0, 2.0], [1.0, 1.0, -2.0]], np.float32)
+    masks = np.asarray(graddrop_masks(sums, np.array([0.5, 0.3, 0.7], np.float32)))
+    np.testing.assert_array_equal(masks, [[1, 0, 0], [1, 1, 1]])
+
+
+def test_graddrop_sends_the_masked_gradient_to_the_representation():
+    """Two tasks whose feature gradients are 3 and -1: purity P = 3/4, so the representation receives 3 (the
+    positive sign kept) with probability 3/4 and -1 otherwise, never the plain sum 2; the heads are untouched."""
+    import tensorflow as tf
+
+    from dmtl.weighting import get_weighting
+
+    method = get_weighting("graddrop", seed=3)
+    method.build(None)
+    z = tf.Variable([[0.5]])
+    received = []
+    for _ in range(400):
+        with tf.GradientTape(persistent=True) as tape:
+            losses = {"classes": tf.reduce_sum(3.0 * z), "attributes": tf.reduce_sum(-1.0 * z)}
+            total, logs = method.combine(losses, tape=tape, features=z)
+        received.append(float(tape.gradient(total, z)[0, 0]))
+        assert float(total) == pytest.approx(1.0, abs=1e-6)  # the loss value is the plain sum
+    assert set(np.round(received, 5)) <= {3.0, -1.0}
+    assert 0.65 < np.mean(np.array(received) == 3.0) < 0.85
+    leaky = get_weighting("graddrop", leak=1.0)
+    leaky.build(None)
+    with tf.GradientTape(persistent=True) as tape:
+        total, _ = leaky.combine({"classes": tf.reduce_sum(3.0 * z), "attributes": tf.reduce_sum(-1.0 * z)},
+                                 tape=tape, features=z)
+    assert float(tape.gradient(total, z)[0, 0]) == pytest.approx(2.0)  # leak 1: the plain sum

@@ -17,6 +17,15 @@ METHODS = {
     "imtl": "dmtl.weighting.imtl:IMTL",
     "nash_mtl": "dmtl.weighting.nash_mtl:NashMTL",
     "aligned_mtl": "dmtl.weighting.aligned_mtl:AlignedMTL",
+    "gls": "dmtl.weighting.gls:GLS",
+    "graddrop": "dmtl.weighting.graddrop:GradDrop",
+    "gradvac": "dmtl.weighting.gradvac:GradVac",
+    "moco": "dmtl.weighting.moco:MoCo",
+    "db_mtl": "dmtl.weighting.db_mtl:DBMTL",
+    "stch": "dmtl.weighting.stch:STCH",
+    "fairgrad": "dmtl.weighting.fairgrad:FairGrad",
+    "excess_mtl": "dmtl.weighting.excess_mtl:ExcessMTL",
+    "upgrad": "dmtl.weighting.upgrad:UPGrad",
 }
 
 

@@ -8,7 +8,7 @@ Two levels, chosen by what a method declares it ``requires``:
   their sum). Methods that need neither a tape nor per-task gradients (``ew``, ``uw``) run inside Keras's own
   step on every backend.
 * gradient level (``"task_gradients"`` in ``requires``): :meth:`Weighting.backward` receives the per-task
-  losses and the per-task gradients of the architecture's shared variables (``model.shared_variables()``, summed
+  losses and the per-task gradients of the architecture's shared variables (``model.shared_variables()``, in that order, summed
   over replicas) and returns the direction to apply to them; the task-specific variables get ``sum_t a_t g_t`` with
   the method's task weights ``a`` (1 unless it says otherwise). The model's step computes the gradients
   (:mod:`dmtl.weighting.step`).

@@ -49,3 +49,14 @@ def attach_state(model, name: str, variable) -> None:
 def state_variable(value, name: str):
     """A non-trainable float32 variable that every replica assigns the same value to (aggregation ``mean``)."""
     return keras.Variable(value, dtype="float32", trainable=False, aggregation="mean", name=name)
+
+
+def task_buffers(model, tasks, name: str) -> list:
+    """One state variable of shape (T, *v.shape) per shared variable v (``model.shared_variables()`` order), zero:
+    a method's per-task running gradients (checkpointed with the model)."""
+    import numpy as np
+
+    buffers = [state_variable(np.zeros((len(tasks), *v.shape), "float32"), f"{name}_{i}")
+               for i, v in enumerate(model.shared_variables())]
+    attach_state(model, name, buffers)
+    return buffers

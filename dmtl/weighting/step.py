@@ -35,8 +35,9 @@ def gradient_level_step(model, tape, task_losses: dict, scaled_task_losses: dict
     (``optimizer.scale_loss``; as they are without loss scaling); ``scaled_rest`` None when there is no rest."""
     optimizer, weighting = model.optimizer, model.weighting
     names = list(task_losses)
-    shared_ids = {id(v) for v in model.shared_variables()}
-    shared_index = [i for i, v in enumerate(variables) if id(v) in shared_ids]
+    # the shared gradients reach the method in model.shared_variables() order (a stateful method's buffers follow it)
+    position_of = {id(v): i for i, v in enumerate(variables)}
+    shared_index = [position_of[id(v)] for v in model.shared_variables() if id(v) in position_of]
     if not shared_index:
         raise ValueError(f"weighting {weighting.name!r} combines the gradients of the shared variables, and this "
                          f"model has none trainable (model.shared_variables() is empty)")
