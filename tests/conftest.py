@@ -43,6 +43,7 @@ SLOW = {
                         "test_a_full_disk_is_one_line_leaves_no_temporaries_and_a_rerun_resumes"},
     "test_related_methods.py": {"test_gan_step_updates_generators_once_and_discriminator_twice_with_finite_losses"},
     "test_model.py": {"test_local_weights_file_loads_into_the_backbone"},
+    "test_bench_gpu.py": "*",
     "test_folds.py": {"test_compare_runs_four_folds_from_one_build"},
     "test_teacher_reliability.py": {"test_validated_reliability_trains_through_the_command_line_and_lands_in_the_history"},
     "test_predict.py": {"test_photos_of_a_folder_find_faces_and_the_photo_without_one_is_no_face",
