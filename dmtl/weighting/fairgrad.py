@@ -12,6 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmtl.weighting.base import GramWeighting
+from dmtl.weighting.gram import power_equation
 
 ITERATIONS = 40
 
@@ -21,21 +22,7 @@ def fairgrad_coefficients(gram, present=None, alpha: float = 1.0, iterations: in
     gram = tf.cast(gram, tf.float32)
     n = int(gram.shape[0])
     on = tf.ones([n]) if present is None else tf.cast(present, tf.float32)
-    m = gram * on[:, None] * on[None, :]
-    # a present task with a zero gradient would need an infinite weight: a tiny ridge keeps the system solvable
-    m = m + tf.linalg.diag((1.0 - on) + on * 1e-6 * tf.maximum(tf.linalg.trace(m), 1e-30))
-    p = 1.0 / float(alpha)
-    w = tf.pow(tf.linalg.diag_part(m), -1.0 / (1.0 + p))
-
-    def body(k, w):
-        gradient = tf.linalg.matvec(m, w) - tf.pow(w, -p)
-        hessian = m + tf.linalg.diag(p * tf.pow(w, -p - 1.0))
-        step = tf.linalg.solve(hessian, gradient[:, None])[:, 0]
-        limit = tf.where(step > 0, 0.99 * w / tf.where(step > 0, step, 1.0), 1.0)
-        return k + 1, w - tf.minimum(1.0, tf.reduce_min(limit)) * step
-
-    _, w = tf.while_loop(lambda k, _: k < iterations, body, (tf.constant(0), w))
-    return w * on
+    return power_equation(gram, on, 1.0 / float(alpha), iterations)
 
 
 class FairGrad(GramWeighting):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from dmtl.weighting.base import GramWeighting
+from dmtl.weighting.gram import power_equation
 
 ITERATIONS = 30
 
@@ -26,20 +27,7 @@ def nash_coefficients(gram, present=None, iterations: int = ITERATIONS, normalis
     m = gram * on[:, None] * on[None, :]
     if normalise:
         m = m / tf.maximum(tf.norm(m), 1e-30)
-    # a present task with a zero gradient would need an infinite weight: a tiny ridge keeps the system solvable
-    m = m + tf.linalg.diag((1.0 - on) + on * 1e-6 * tf.maximum(tf.linalg.trace(m), 1e-30))
-    alpha = 1.0 / tf.sqrt(tf.linalg.diag_part(m))
-
-    def body(k, alpha):
-        gradient = tf.linalg.matvec(m, alpha) - 1.0 / alpha
-        hessian = m + tf.linalg.diag(1.0 / (alpha * alpha))
-        step = tf.linalg.solve(hessian, gradient[:, None])[:, 0]
-        # the largest step in (0, 1] that keeps alpha > 0 (fraction to the boundary 0.99)
-        limit = tf.where(step > 0, 0.99 * alpha / tf.where(step > 0, step, 1.0), 1.0)
-        return k + 1, alpha - tf.minimum(1.0, tf.reduce_min(limit)) * step
-
-    _, alpha = tf.while_loop(lambda k, _: k < iterations, body, (tf.constant(0), alpha))
-    return alpha * on
+    return power_equation(m, on, 1.0, iterations)
 
 
 class NashMTL(GramWeighting):
