@@ -4,7 +4,8 @@ Pieces declare ``requires`` (and architectures ``provides``) as sets of capabili
 
 * ``tape``: TensorFlow's GradientTape step (per-task gradients, state updated after the step, an own update).
   Provided by the TensorFlow backend only.
-* ``task_gradients``: per-task gradients of the shared variables (implies ``tape``).
+* ``task_gradients``: per-task gradients of the shared variables: TensorFlow's tape step, or on JAX a step of its
+  own (``jax.vjp``, :func:`dmtl.weighting.step.jax_gradient_level_step`); not yet on PyTorch.
 * ``shared_features``: one representation shared by every task. Provided by an architecture whose tasks read the
   same features (``shared``), not by one that computes features per task (task routing, AdaShare).
 * ``weighting``: provided by an architecture whose step applies the weighting axis; one with its own step (JDL)
@@ -21,7 +22,8 @@ TF_STRATEGIES = ("mirrored",)  # tf.distribute strategies (need the TensorFlow b
 
 
 def requirements(piece) -> frozenset:
-    """What a piece (class or instance) requires; ``task_gradients`` implies ``tape``."""
+    """What a piece (class or instance) requires; ``task_gradients`` implies ``tape`` on TensorFlow (on JAX it is
+    served by the JAX step instead: :func:`problems`)."""
     needs = set(getattr(piece, "requires", ()) or ())
     if "task_gradients" in needs:
         needs.add("tape")
@@ -73,9 +75,13 @@ def problems(weighting, architecture, couplings=(), *, weighting_name=None, arch
                        "which multi-process runs do not yet do on one shared array: use it on one machine")
     if backend != "tensorflow":
         needs = []
-        if "tape" in w_needs:
-            needs.append(f"weighting {w_name!r} " + ("takes per-task gradients" if "task_gradients" in w_needs
-                                                     else "updates its own state in TensorFlow's step"))
+        declared = set(getattr(weighting, "requires", ()) or ())
+        jax_step = backend == "jax" and declared == {"task_gradients"}  # per-task gradients from jax.vjp
+        if "tape" in w_needs and not jax_step:
+            needs.append(f"weighting {w_name!r} " + (
+                "takes per-task gradients (on TensorFlow or JAX; not yet on PyTorch)" if declared == {"task_gradients"}
+                else "takes per-task gradients" if "task_gradients" in w_needs
+                else "updates its own state in TensorFlow's step"))
         if "tape" in a_needs:
             needs.append(f"architecture {a_name!r} has its own training step")
         for spec in couplings:

@@ -372,7 +372,15 @@ class MultiTaskModel(keras.Model):
         self._track_tasks(y, y_pred)
         return {m.name: m.result() for m in self.metrics}
 
+    @property
+    def gradient_level(self) -> bool:
+        """Whether the weighting combines per-task gradients (and there are tasks to combine)."""
+        return "task_gradients" in getattr(self.weighting, "requires", ()) and len(self.tasks) > 1
+
     def train_step(self, *args):
+        if keras.backend.backend() == "jax" and self.gradient_level:  # per-task gradients from jax.vjp
+            from dmtl.weighting.step import jax_gradient_level_step
+            return jax_gradient_level_step(self, *args)
         if keras.backend.backend() != "tensorflow" or self.uses_keras_step:
             return super().train_step(*args)
         return self._tape_train_step(*args)
@@ -392,7 +400,7 @@ class MultiTaskModel(keras.Model):
         images, y = batch[0], batch[1]
         variables = self.network_variables
         counts = {}
-        gradient_level = "task_gradients" in self.weighting.requires and len(self.tasks) > 1
+        gradient_level = self.gradient_level
         with tf.GradientTape(persistent=self.weighting.persistent_tape or gradient_level) as tape:
             features, predictions = self.features_and_predictions(images, training=True)
             terms = self.loss_terms(y, predictions, counts, features)

@@ -65,6 +65,13 @@ def test_backend_neutral_tests_pass_under_other_backends(backend, request, tmp_p
         assert ran == collected
 
 
+def _gradient_level() -> list[str]:
+    from dmtl.weighting import REGISTRY, weighting_class
+    return [n for n in REGISTRY if getattr(weighting_class(n), "requires", None) == frozenset({"task_gradients"})]
+
+
+GRADIENT_LEVEL = _gradient_level()
+"""The per-task-gradient weightings (their step on JAX is dmtl.weighting.step.jax_gradient_level_step)."""
 CASES = {"ew": dict(weighting="ew"), "uw": dict(weighting="uw"), "strength": dict(strength=True)}
 """Equal weighting with the printed couplings; uncertainty weighting (a learned variable inside Keras's own step);
 the relatedness-aware couplings (informativeness weights and confidence gates)."""
@@ -101,6 +108,16 @@ OTHER_BACKEND = """
             model.save(f"{out}/{case}-other.keras")
             one["predictions"] = {k: numpy(v).tolist() for k, v in model(x, training=False).items()}
         result[case] = one
+
+    gradient = {}
+    for name in json.loads(sys.argv[4]) if keras.backend.backend() == "jax" else ():
+        model = build_model(weighting=name)
+        model.load_weights(f"{out}/gradient-{name}.weights.h5")
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)][-1]
+        np.savez(f"{out}/gradient-{name}-after.npz", *[numpy(v) for v in model.trainable_variables])
+        gradient[name] = {k: float(v) for k, v in logs.items()}
+    result["gradient"] = gradient
 
     from dmtl import config, weighting
     refusals = {}
@@ -146,7 +163,15 @@ def other(request, tmp_path_factory):
             reference["after"] = [np.asarray(v) for v in model.trainable_variables]
             reference["paths"] = [v.path for v in model.trainable_variables]
         references[case] = reference
-    result = _run_backend(backend, OTHER_BACKEND, out, json.dumps(CASES))
+    for name in GRADIENT_LEVEL:  # two steps (the stateful methods use their state in the second)
+        keras.utils.set_random_seed(0)
+        model = backend_model.build_model(weighting=name)
+        model.save_weights(out / f"gradient-{name}.weights.h5")
+        model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
+        logs = [model.train_on_batch(x, y, return_dict=True) for _ in range(2)][-1]
+        references[f"gradient-{name}"] = {"logs": {k: float(v) for k, v in logs.items()},
+                                          "after": [np.asarray(v) for v in model.trainable_variables]}
+    result = _run_backend(backend, OTHER_BACKEND, out, json.dumps(CASES), json.dumps(GRADIENT_LEVEL))
     return backend, out, references, result
 
 
@@ -185,6 +210,24 @@ def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_
         np.testing.assert_allclose(np.asarray(value), np.asarray(got["predictions"][key]), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", GRADIENT_LEVEL)
+def test_gradient_level_weightings_take_the_same_two_steps_on_jax_as_on_tensorflow(other, name):
+    """Every per-task-gradient method: two steps from the same weights and batch give the same losses, method
+    weights and updated weights on JAX as on TensorFlow (its state, where it has some, used in the second)."""
+    backend, out, references, result = other
+    if backend != "jax":
+        assert result["gradient"] == {}  # refused on PyTorch (test_what_needs_tensorflow_...)
+        return
+    reference, got = references[f"gradient-{name}"], result["gradient"][name]
+    logged = [k for k in reference["logs"] if k.endswith("_loss") or k.startswith(f"{name}_weight_")] + ["loss"]
+    assert f"{name}_weight_classes" in logged
+    for key in logged:
+        assert got[key] == pytest.approx(reference["logs"][key], rel=1e-4, abs=1e-5), key
+    moved = np.load(out / f"gradient-{name}-after.npz")
+    for tf_value, jax_value in zip(reference["after"], [moved[k] for k in moved.files]):
+        np.testing.assert_allclose(jax_value, tf_value, atol=1e-4)
+
+
 def test_relatedness_aware_couplings_give_the_same_terms_under_other_backends(other):
     _, _, references, result = other
     terms = references["strength"]["terms"]
@@ -198,14 +241,18 @@ def test_what_needs_tensorflow_fails_at_config_time_under_other_backends(other):
     result = result["config"]
     assert result["ew"] == "ok"
     from dmtl import compat
+    from dmtl.architectures import architecture_class
     from dmtl.weighting import REGISTRY, weighting_class
     refused = ["jdl", "mtpsl", "mirrored"]
     for name in REGISTRY:  # the declarations decide: a method that needs the tape is refused, the others run
-        if "tape" in compat.requirements(weighting_class(name)):
+        if compat.problems(weighting_class(name), architecture_class("shared"), weighting_name=name,
+                           backend=backend, setting="c") and "tape" in compat.requirements(weighting_class(name)):
             refused.append(f"weighting-{name}")
         else:
             assert result[f"weighting-{name}"] == "ok", name
-    assert {"weighting-mgda", "weighting-pcgrad", "weighting-famo"} <= set(refused)
+    assert {"weighting-mgda", "weighting-famo"} <= set(refused)
+    # per-task gradients: JAX's own step; PyTorch not yet
+    assert ("weighting-pcgrad" in refused) == (backend == "torch")
     for name in refused:
         assert result[name].startswith(f"KERAS_BACKEND={backend}") and "TensorFlow backend only" in result[name], name
 

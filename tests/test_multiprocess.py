@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")
 pytestmark = pytest.mark.xdist_group("multiprocess")
 NO_EXPORT = ["--set", "export_formats=[]"]  # the tests that do not check the export skip writing it
+GRADIENT_LEVEL = ["--set", "weighting=aligned_mtl"]
 ARGS = ["--database", "demo", "--setting", "c", "--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "3",
         "--verbose", "0"]
 
@@ -64,11 +65,13 @@ def data(tmp_path_factory):
 
 
 def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
-    """Two processes of one device each and one process of one device: the same history and weights; process 1
-    writes nothing; ``strategy: auto`` on JAX with several local devices is DataParallel."""
+    """Two processes of one device each and one process of one device, training a gradient-level weighting
+    (Aligned-MTL: per-task gradients from jax.vjp; equal weighting trains across processes in the test below): the
+    same history and weights; process 1 writes nothing; ``strategy: auto`` on JAX with several local devices is
+    DataParallel."""
     port = _port()
     out = tmp_path / "two"
-    processes = [_start(data, out, p, port, epochs=2, extra=NO_EXPORT) for p in (0, 1)]
+    processes = [_start(data, out, p, port, epochs=2, extra=[*NO_EXPORT, *GRADIENT_LEVEL]) for p in (0, 1)]
     results = [p.communicate(timeout=600) for p in processes]
     for process, (stdout, stderr) in zip(processes, results):
         assert process.returncode == 0, stderr[-3000:]
@@ -78,7 +81,7 @@ def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
     # passes alone); `strategy: auto` choosing DataParallel there is checked without training, below.
     one = tmp_path / "one"
     done = subprocess.run([sys.executable, "-m", "dmtl", "train", *ARGS, "--data", str(data), "--out", str(one),
-                           "--epochs", "2", *NO_EXPORT], capture_output=True, text=True, timeout=600, env=_env(data))
+                           "--epochs", "2", *NO_EXPORT, *GRADIENT_LEVEL], capture_output=True, text=True, timeout=600, env=_env(data))
     assert done.returncode == 0, done.stderr[-3000:]
     reference = json.loads((one / "summary.json").read_text())
     assert reference["replicas"] == 1
@@ -89,7 +92,7 @@ def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
     assert auto.stdout.split() == ["KerasDataParallel", "2"], auto.stderr[-2000:]
     # the same global batches: the same losses and weights as one process (up to float summation order)
     two_history, one_history = (list(csv.DictReader(open(d / "history.csv"))) for d in (out, one))
-    assert len(two_history) == 2
+    assert len(two_history) == 2 and float(two_history[-1]["aligned_mtl_weight_classes"]) > 0
     for a, b in zip(two_history, one_history):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
     two_weights, one_weights = _weights(out / "last.weights.h5"), _weights(one / "last.weights.h5")

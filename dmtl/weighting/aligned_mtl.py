@@ -8,25 +8,25 @@ gradient is 0 (absent from the batch) fall out with the rank. The task-specific 
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
 
 
 def aligned_coefficients(gram, present=None):
     """alpha (T,) of Aligned-MTL for the Gram matrix ``gram`` (absent tasks masked out)."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    on = tf.ones([n]) if present is None else tf.cast(present, tf.float32)
+    on = ops.ones([n]) if present is None else ops.cast(present, "float32")
     m = gram * on[:, None] * on[None, :]
-    values, vectors = tf.linalg.eigh(m)
-    tolerance = tf.reduce_max(values) * float(n) * 1.1920929e-07  # max(lambda) * T * float32 eps
+    values, vectors = ops.eigh(m)
+    tolerance = ops.max(values) * float(n) * 1.1920929e-07  # max(lambda) * T * float32 eps
     kept = values > tolerance
-    smallest = tf.reduce_min(tf.where(kept, values, tf.fill([n], float("inf"))))
-    inverse_sqrt = tf.where(kept, 1.0 / tf.sqrt(tf.where(kept, values, 1.0)), 0.0)
-    b = tf.sqrt(tf.maximum(smallest, 0.0)) * tf.matmul(vectors * inverse_sqrt[None, :], vectors, transpose_b=True)
-    alpha = tf.reduce_sum(b, axis=0) * on
-    return tf.where(tf.reduce_any(kept), alpha, tf.zeros_like(alpha))
+    smallest = ops.min(ops.where(kept, values, ops.full([n], float("inf"))))
+    inverse_sqrt = ops.where(kept, 1.0 / ops.sqrt(ops.where(kept, values, 1.0)), 0.0)
+    b = ops.sqrt(ops.maximum(smallest, 0.0)) * ops.matmul(vectors * inverse_sqrt[None, :], ops.transpose(vectors))
+    alpha = ops.sum(b, axis=0) * on
+    return ops.where(ops.any(kept), alpha, ops.zeros_like(alpha))
 
 
 class AlignedMTL(GramWeighting):

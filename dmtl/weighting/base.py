@@ -20,7 +20,8 @@ unweighted, as they couple the tasks rather than belong to one.
 
 What a method ``requires`` (checked for every combination, backend and strategy in :mod:`dmtl.compat`):
 ``tape`` (TensorFlow's GradientTape step: state updated after the step, random draws, or its own gradients),
-``task_gradients`` (per-task gradients of the shared variables; implies ``tape``), ``shared_features`` (one
+``task_gradients`` (per-task gradients of the shared variables: TensorFlow's tape, or ``jax.vjp`` in the JAX
+step; the method's state is assigned inside either), ``shared_features`` (one
 representation shared by every task, which the architecture must provide).
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ class GramWeighting(Weighting):
     with coefficients computed from their Gram matrix ``G_ij = <g_i, g_j>`` and the losses (PCGrad, CAGrad, IMTL,
     Nash-MTL, Aligned-MTL): subclasses implement :meth:`coefficients`."""
 
-    requires = frozenset({"tape", "task_gradients"})
+    requires = frozenset({"task_gradients"})
     weights_all_variables = False  # True: the task-specific variables also take beta (a loss-level weighting)
 
     tasks: tuple = ()
@@ -100,14 +101,14 @@ class GramWeighting(Weighting):
         raise NotImplementedError
 
     def backward(self, losses, gradients, present):
-        import tensorflow as tf
+        from keras import ops
 
         from dmtl.weighting.gram import gram_matrix
 
         gram = gram_matrix(gradients)
-        beta = tf.cast(self.coefficients(gram, tf.cast(losses, tf.float32), present), tf.float32)
-        direction = [sum(beta[t] * tf.cast(per_task[i], tf.float32) for t, per_task in enumerate(gradients))
+        beta = ops.cast(self.coefficients(gram, ops.cast(losses, "float32"), present), "float32")
+        direction = [sum(beta[t] * ops.cast(per_task[i], "float32") for t, per_task in enumerate(gradients))
                      for i in range(len(gradients[0]))]
-        direction = [tf.cast(d, g.dtype) for d, g in zip(direction, gradients[0])]
+        direction = [ops.cast(d, g.dtype) for d, g in zip(direction, gradients[0])]
         logs = {f"{self.name}_weight_{t}": beta[i] for i, t in enumerate(self.tasks)}
         return direction, (beta if self.weights_all_variables else None), logs

@@ -9,51 +9,55 @@ task-specific variables take the plain sum.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
+from dmtl.weighting.gram import matvec
 
 ITERATIONS = 300
 
 
 def cagrad_objective(w, gram, b, sqrt_phi):
-    gw = tf.linalg.matvec(gram, w)
-    return tf.reduce_sum(gw * b) + sqrt_phi * tf.sqrt(tf.maximum(tf.reduce_sum(w * gw), 0.0) + 1e-12)
+    gw = matvec(gram, w)
+    return ops.sum(gw * b) + sqrt_phi * ops.sqrt(ops.maximum(ops.sum(w * gw), 0.0) + 1e-12)
+
+
+def cagrad_objective_gradient(w, gram, b, sqrt_phi):
+    """d/dw of :func:`cagrad_objective` (G symmetric): G b + sqrt(phi) G w / sqrt(w^T G w + 1e-12)."""
+    gw = matvec(gram, w)
+    inside = ops.sum(w * gw)
+    return matvec(gram, b) + ops.where(inside > 0, sqrt_phi * gw / ops.sqrt(ops.maximum(inside, 0.0) + 1e-12), 0.0)
 
 
 def cagrad_coefficients(gram, c: float = 0.4, present=None, iterations: int = ITERATIONS):
     """beta (T,) of CAGrad's update d = sum_t beta_t g_t (the module docstring); absent tasks get 0."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    mask = tf.ones([n], tf.bool) if present is None else tf.convert_to_tensor(present)
-    on = tf.cast(mask, tf.float32)
-    count = tf.maximum(tf.reduce_sum(on), 1.0)
+    on = ops.ones([n]) if present is None else ops.cast(present, "float32")
+    count = ops.maximum(ops.sum(on), 1.0)
     b = on / count  # g0 = the mean over the present tasks
-    scale = tf.maximum(tf.reduce_max(tf.abs(tf.linalg.diag_part(gram))), 1e-30)
+    scale = ops.maximum(ops.max(ops.abs(ops.diagonal(gram))), 1e-30)
     g = gram / scale  # the minimiser does not depend on the scale
-    sqrt_phi = c * tf.sqrt(tf.maximum(tf.reduce_sum(b * tf.linalg.matvec(g, b)), 0.0) + 1e-12)
+    sqrt_phi = c * ops.sqrt(ops.maximum(ops.sum(b * matvec(g, b)), 0.0) + 1e-12)
 
     def objective(w):
         return cagrad_objective(w, g, b, sqrt_phi)
 
-    def body(k, w, best_w, best_f):
-        with tf.GradientTape() as tape:
-            tape.watch(w)
-            f = objective(w)
-        grad = tape.gradient(f, w)
+    def body(k, state):
+        w, best_w, best_f = state
+        f = objective(w)
+        grad = cagrad_objective_gradient(w, g, b, sqrt_phi)
         better = f < best_f
-        best_w, best_f = tf.where(better, w, best_w), tf.where(better, f, best_f)
-        step = 1.0 / tf.sqrt(tf.cast(k, tf.float32) + 1.0)
-        grad = grad / tf.maximum(tf.reduce_max(tf.abs(grad)), 1e-12)
-        w = w * tf.exp(-step * grad) * on
-        return k + 1, w / tf.maximum(tf.reduce_sum(w), 1e-30), best_w, best_f
+        best_w, best_f = ops.where(better, w, best_w), ops.where(better, f, best_f)
+        step = 1.0 / ops.sqrt(ops.cast(k, "float32") + 1.0)
+        grad = grad / ops.maximum(ops.max(ops.abs(grad)), 1e-12)
+        w = w * ops.exp(-step * grad) * on
+        return w / ops.maximum(ops.sum(w), 1e-30), best_w, best_f
 
-    w0 = b
-    _, w, best_w, best_f = tf.while_loop(lambda k, *_: k < iterations, body,
-                                         (tf.constant(0), w0, w0, objective(w0)))
-    w = tf.where(objective(w) < best_f, w, best_w)
-    norm_gw = tf.sqrt(tf.maximum(tf.reduce_sum(w * tf.linalg.matvec(g, w)), 0.0))
-    lam = tf.where(norm_gw > 1e-12, sqrt_phi / tf.maximum(norm_gw, 1e-12), 0.0)
+    w, best_w, best_f = ops.fori_loop(0, iterations, body, (b, b, objective(b)))
+    w = ops.where(objective(w) < best_f, w, best_w)
+    norm_gw = ops.sqrt(ops.maximum(ops.sum(w * matvec(g, w)), 0.0))
+    lam = ops.where(norm_gw > 1e-12, sqrt_phi / ops.maximum(norm_gw, 1e-12), 0.0)
     return (b + lam * w) / (1.0 + c * c)
 
 

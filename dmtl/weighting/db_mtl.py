@@ -6,11 +6,11 @@ moving average and rescaled to the largest norm (step k from 1),
     d = sum_t alpha_t g^_t,
 with beta = 0.9, beta_sigma = 0 (LibMTL's defaults) and g^ = 0 at the start. The task-specific variables take the
 plain sum of the log losses' gradients (as in LibMTL). A task absent from the batch keeps its g^_t. The tracked
-gradients are state: a TensorFlow-step method.
+gradients are state: checkpointed, and assigned in the TensorFlow or the JAX step.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
 from dmtl.weighting.distribute import attach_state, per_step, replica_sum, state_variable, task_buffers
@@ -21,16 +21,16 @@ EPSILON = 1e-8
 def db_mtl_update(tracked, gradients, present, step, beta=0.9, beta_sigma=0.0):
     """(new tracked gradients, alpha, direction) of one DB-MTL step (``gradients`` of the log losses)."""
     n = len(gradients)
-    rate = beta / tf.pow(step, beta_sigma)
-    on = tf.cast(present, tf.float32)
+    rate = beta / ops.power(step, beta_sigma)
+    on = ops.cast(present, "float32")
     new_tracked = []
     for v, y in enumerate(tracked):
-        g = tf.stack([gradients[t][v] for t in range(n)])
-        mask = tf.reshape(on, [n] + [1] * (len(y.shape) - 1))
+        g = ops.stack([gradients[t][v] for t in range(n)])
+        mask = ops.reshape(on, [n] + [1] * (len(y.shape) - 1))
         new_tracked.append(mask * (g + rate * (y - g)) + (1.0 - mask) * y)
-    norms = tf.sqrt(tf.add_n([tf.reduce_sum(tf.reshape(tf.square(y), [n, -1]), axis=1) for y in new_tracked]))
-    alpha = tf.reduce_max(norms) / (norms + EPSILON)
-    direction = [tf.tensordot(alpha, y, axes=1) for y in new_tracked]
+    norms = ops.sqrt(sum([ops.sum(ops.reshape(ops.square(y), [n, -1]), axis=1) for y in new_tracked]))
+    alpha = ops.max(norms) / (norms + EPSILON)
+    direction = [ops.tensordot(alpha, y, axes=1) for y in new_tracked]
     return new_tracked, alpha, direction
 
 
@@ -39,7 +39,7 @@ class DBMTL(Weighting):
 
     name = "db_mtl"
     label = "DB-MTL"
-    requires = frozenset({"tape", "task_gradients"})
+    requires = frozenset({"task_gradients"})
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, **options):
         super().__init__(beta=float(beta), beta_sigma=float(beta_sigma), **options)
@@ -60,17 +60,17 @@ class DBMTL(Weighting):
         makes the replicas' sum log(L_t + 1e-8), so the summed gradient is that of the global log loss."""
         out = {}
         for t, loss in task_losses.items():
-            whole = replica_sum(tf.stop_gradient(tf.cast(loss, tf.float32)))
+            whole = replica_sum(ops.stop_gradient(ops.cast(loss, "float32")))
             factor = 1.0 / (whole + EPSILON)
-            value = tf.cast(factor, loss.dtype) * loss + tf.cast(
-                per_step(tf.math.log(whole + EPSILON) - factor * whole), loss.dtype)
-            on = tf.convert_to_tensor(present[t]) if t in present else tf.constant(True)
-            out[t] = tf.where(on, value, 0.0 * loss)
+            value = ops.cast(factor, loss.dtype) * loss + ops.cast(
+                per_step(ops.log(whole + EPSILON) - factor * whole), loss.dtype)
+            on = ops.convert_to_tensor(present[t]) if t in present else ops.convert_to_tensor(True)
+            out[t] = ops.where(on, value, 0.0 * loss)
         return out
 
     def backward(self, losses, gradients, present):
         step = self.steps + 1.0
-        tracked, alpha, direction = db_mtl_update([tf.convert_to_tensor(y) for y in self.tracked], gradients,
+        tracked, alpha, direction = db_mtl_update([ops.convert_to_tensor(y) for y in self.tracked], gradients,
                                                   present, step, self.beta, self.beta_sigma)
         for variable, value in zip(self.tracked, tracked):
             variable.assign(value)

@@ -7,11 +7,11 @@ exponentiated-gradient step (as LibMTL implements it):
     first step: r0_t = r_t, w = 1;   later: w_t <- w_t exp(eta r_t / r0_t),  w <- T w / sum_t w_t,
 and the model minimises sum_t w_t L_t (every variable takes the weights), eta = 0.01 (LibMTL's
 ``robust_step_size``). A task absent from the batch keeps its s_t and w_t (its r0_t is taken the first time it
-is present). The accumulators are state: a TensorFlow-step method.
+is present). The accumulators are state: checkpointed, and assigned in the TensorFlow or the JAX step.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
 from dmtl.weighting.distribute import attach_state, state_variable, task_buffers
@@ -20,20 +20,20 @@ from dmtl.weighting.distribute import attach_state, state_variable, task_buffers
 def excess_mtl_update(accumulated, initial, weights, gradients, present, step_size=0.01):
     """(new accumulators, new initial risks (0 = not yet seen), new weights, risks r) of one ExcessMTL step."""
     n = len(gradients)
-    on = tf.cast(present, tf.float32)
-    new_accumulated, risks = [], tf.zeros([n])
+    on = ops.cast(present, "float32")
+    new_accumulated, risks = [], ops.zeros([n])
     for v, s in enumerate(accumulated):
-        g2 = tf.stack([tf.square(gradients[t][v]) for t in range(n)])
-        mask = tf.reshape(on, [n] + [1] * (len(s.shape) - 1))
+        g2 = ops.stack([ops.square(gradients[t][v]) for t in range(n)])
+        mask = ops.reshape(on, [n] + [1] * (len(s.shape) - 1))
         s = s + mask * g2
         new_accumulated.append(s)
-        risks = risks + tf.reduce_sum(tf.reshape(g2 / tf.sqrt(s + 1e-7), [n, -1]), axis=1)
+        risks = risks + ops.sum(ops.reshape(g2 / ops.sqrt(s + 1e-7), [n, -1]), axis=1)
     seen = initial > 0
-    update = tf.logical_and(present, seen)
-    ratio = tf.where(update, risks / tf.where(seen, initial, 1.0), 0.0)
-    new_weights = weights * tf.exp(step_size * ratio)
-    new_weights = float(n) * new_weights / tf.reduce_sum(new_weights)
-    new_initial = tf.where(tf.logical_and(present, tf.logical_not(seen)), risks, initial)
+    update = ops.logical_and(present, seen)
+    ratio = ops.where(update, risks / ops.where(seen, initial, 1.0), 0.0)
+    new_weights = weights * ops.exp(step_size * ratio)
+    new_weights = float(n) * new_weights / ops.sum(new_weights)
+    new_initial = ops.where(ops.logical_and(present, ops.logical_not(seen)), risks, initial)
     return new_accumulated, new_initial, new_weights, risks
 
 
@@ -42,7 +42,7 @@ class ExcessMTL(Weighting):
 
     name = "excess_mtl"
     label = "ExcessMTL"
-    requires = frozenset({"tape", "task_gradients"})
+    requires = frozenset({"task_gradients"})
 
     def __init__(self, step_size: float = 0.01, **options):
         super().__init__(step_size=float(step_size), **options)
@@ -62,12 +62,12 @@ class ExcessMTL(Weighting):
 
     def backward(self, losses, gradients, present):
         accumulated, initial, weights, _ = excess_mtl_update(
-            [tf.convert_to_tensor(s) for s in self.accumulated], tf.convert_to_tensor(self.initial),
-            tf.convert_to_tensor(self.weights), gradients, tf.convert_to_tensor(present), self.step_size)
+            [ops.convert_to_tensor(s) for s in self.accumulated], ops.convert_to_tensor(self.initial),
+            ops.convert_to_tensor(self.weights), gradients, ops.convert_to_tensor(present), self.step_size)
         for variable, value in zip(self.accumulated, accumulated):
             variable.assign(value)
         self.initial.assign(initial)
         self.weights.assign(weights)
-        direction = [tf.add_n([weights[t] * per_task[i] for t, per_task in enumerate(gradients)])
+        direction = [sum([weights[t] * per_task[i] for t, per_task in enumerate(gradients)])
                      for i in range(len(gradients[0]))]
         return direction, weights, {f"excess_mtl_weight_{t}": weights[i] for i, t in enumerate(self.tasks)}

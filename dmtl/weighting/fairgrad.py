@@ -9,7 +9,7 @@ model minimises sum_t w_t L_t (every variable takes the weights, as in the autho
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
 from dmtl.weighting.gram import power_equation
@@ -19,9 +19,9 @@ ITERATIONS = 40
 
 def fairgrad_coefficients(gram, present=None, alpha: float = 1.0, iterations: int = ITERATIONS):
     """w (T,) with (M w) = w^(-1/alpha) on the present tasks (M the Gram matrix)."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    on = tf.ones([n]) if present is None else tf.cast(present, tf.float32)
+    on = ops.ones([n]) if present is None else ops.cast(present, "float32")
     return power_equation(gram, on, 1.0 / float(alpha), iterations)
 
 

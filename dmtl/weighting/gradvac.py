@@ -10,43 +10,42 @@ whole shared network (LibMTL's ``group_type`` 0). The update is the sum of the a
 j are taken in ascending order (the paper's random order does not matter with two tasks). Written on the Gram
 matrix: each g_i' = sum_k C_ik g_k, so d = sum_k beta_k g_k with beta = sum_i C_i. LibMTL updates phi^ only
 inside the condition (so its target never rises above 0); this follows the paper. The task-specific variables take
-the plain sum. The targets are state (checkpointed): a TensorFlow-step method.
+the plain sum. The targets are state (checkpointed, assigned in the TensorFlow or the JAX step).
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
 from dmtl.weighting.distribute import attach_state, state_variable
+from dmtl.weighting.gram import matvec
 
 EPSILON = 1e-8
 
 
 def gradvac_coefficients(gram, targets, beta: float = 0.5, present=None):
     """(beta_k (T,) with d = sum_k beta_k g_k, the updated targets (T, T)) for the Gram matrix and targets phi^."""
-    gram, targets = tf.cast(gram, tf.float32), tf.cast(targets, tf.float32)
+    gram, targets = ops.cast(gram, "float32"), ops.cast(targets, "float32")
     n = int(gram.shape[0])
-    on = tf.ones([n], tf.bool) if present is None else tf.convert_to_tensor(present)
-    norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-    coefficients, new_targets = [], targets
+    on = ops.ones([n], "bool") if present is None else ops.convert_to_tensor(present)
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+    coefficients, new_targets = [], [[targets[i, j] for j in range(n)] for i in range(n)]
     for i in range(n):
-        c = tf.one_hot(i, n, dtype=tf.float32)
+        c = ops.one_hot(i, n, dtype="float32")
         for j in range(n):
             if j == i:
                 continue
-            norm_i = tf.sqrt(tf.maximum(tf.reduce_sum(c * tf.linalg.matvec(gram, c)), 0.0))
-            cosine = tf.reduce_sum(c * gram[:, j]) / (norm_i * norms[j] + EPSILON)
+            norm_i = ops.sqrt(ops.maximum(ops.sum(c * matvec(gram, c)), 0.0))
+            cosine = ops.sum(c * gram[:, j]) / (norm_i * norms[j] + EPSILON)
             target = targets[i, j]
-            weight = norm_i * (target * tf.sqrt(tf.maximum(1.0 - cosine ** 2, 0.0))
-                               - cosine * tf.sqrt(tf.maximum(1.0 - target ** 2, 0.0))) / (
-                norms[j] * tf.sqrt(tf.maximum(1.0 - target ** 2, 0.0)) + EPSILON)
-            both = tf.logical_and(on[i], on[j])
-            c = c + tf.where(tf.logical_and(both, cosine < target), weight, 0.0) * tf.one_hot(j, n)
-            updated = (1.0 - beta) * target + beta * cosine
-            new_targets = tf.tensor_scatter_nd_update(new_targets, [[i, j]],
-                                                      [tf.where(both, updated, target)])
+            weight = norm_i * (target * ops.sqrt(ops.maximum(1.0 - cosine ** 2, 0.0))
+                               - cosine * ops.sqrt(ops.maximum(1.0 - target ** 2, 0.0))) / (
+                norms[j] * ops.sqrt(ops.maximum(1.0 - target ** 2, 0.0)) + EPSILON)
+            both = ops.logical_and(on[i], on[j])
+            c = c + ops.where(ops.logical_and(both, cosine < target), weight, 0.0) * ops.one_hot(j, n, dtype="float32")
+            new_targets[i][j] = ops.where(both, (1.0 - beta) * target + beta * cosine, target)
         coefficients.append(c)
-    return tf.add_n(coefficients), new_targets
+    return sum(coefficients), ops.stack([ops.stack(row) for row in new_targets])
 
 
 class GradVac(GramWeighting):

@@ -14,7 +14,7 @@ The task-specific variables take the plain sum.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
 from dmtl.weighting.distribute import attach_state, per_step
@@ -23,31 +23,31 @@ from dmtl.weighting.gram import norms, safe_divide
 
 def imtl_coefficients(gram, present=None):
     """alpha (T,) of IMTL-G over the present tasks (absent ones get 0)."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    mask = tf.ones([n], tf.bool) if present is None else tf.convert_to_tensor(present)
-    on = tf.cast(mask, tf.float32)
+    mask = ops.ones([n], "bool") if present is None else ops.convert_to_tensor(present)
+    on = ops.cast(mask, "float32")
     norm = norms(gram)
     # the first present task is the reference task 1; the others give the rows of D and U
-    first = tf.argmax(tf.cast(mask, tf.int32))
-    g1_dot = tf.gather(gram, first)  # <g_1, g_t>
-    n1 = tf.gather(norm, first)
+    first = ops.argmax(ops.cast(mask, "int32"))
+    first_hot = ops.one_hot(first, n, dtype="float32")
+    g1_dot = ops.einsum("i,ij->j", first_hot, gram)  # <g_1, g_t>
+    n1 = ops.sum(first_hot * norm)
     # <g_1, u_1 - u_t> and <g_1 - g_s, u_1 - u_t>
-    g1_u = safe_divide(tf.gather(g1_dot, first), n1) - safe_divide(g1_dot, norm)  # (T,) over t
-    gs_u1 = safe_divide(tf.gather(gram, first, axis=1), n1)  # <g_s, u_1> (T,) over s
+    g1_u = safe_divide(ops.sum(first_hot * g1_dot), n1) - safe_divide(g1_dot, norm)  # (T,) over t
+    gs_u1 = safe_divide(ops.einsum("ij,j->i", gram, first_hot), n1)  # <g_s, u_1> (T,) over s
     gs_ut = safe_divide(gram, norm[None, :])  # <g_s, u_t> (T, T)
     du = (g1_u[None, :] - (gs_u1[:, None] - gs_ut))  # <g_1 - g_s, u_1 - u_t>  (s, t)
-    others = tf.logical_and(mask, tf.not_equal(tf.range(n, dtype=first.dtype), first))
-    keep = tf.cast(others, tf.float32)
+    keep = on * (1.0 - first_hot)
     # the (T-1) x (T-1) system on the other present tasks, padded with the identity for the rest
-    system = du * keep[:, None] * keep[None, :] + tf.linalg.diag(1.0 - keep)
+    system = du * keep[:, None] * keep[None, :] + ops.diag(1.0 - keep)
     rhs = g1_u * keep
-    det = tf.linalg.det(system)
-    solvable = tf.abs(det) > 1e-12 * tf.maximum(tf.reduce_max(tf.abs(system)) ** tf.cast(n, tf.float32), 1e-30)
-    alpha_rest = tf.linalg.matvec(tf.linalg.pinv(system), rhs, transpose_a=True) * keep  # rhs^T system^{-1}
-    alpha = alpha_rest + tf.one_hot(first, n) * (1.0 - tf.reduce_sum(alpha_rest))
-    equal = on / tf.maximum(tf.reduce_sum(on), 1.0)
-    return tf.where(solvable, alpha, equal)
+    det = ops.det(system)
+    solvable = ops.abs(det) > 1e-12 * ops.maximum(ops.max(ops.abs(system)) ** float(n), 1e-30)
+    alpha_rest = ops.einsum("i,ij->j", rhs, ops.pinv(system)) * keep  # rhs^T system^{-1}
+    alpha = alpha_rest + first_hot * (1.0 - ops.sum(alpha_rest))
+    equal = on / ops.maximum(ops.sum(on), 1.0)
+    return ops.where(solvable, alpha, equal)
 
 
 class IMTL(GramWeighting):
@@ -73,9 +73,9 @@ class IMTL(GramWeighting):
         out = {}
         for i, task in enumerate(self.tasks):
             if task in task_losses:
-                s = tf.cast(self.scales[i], tf.float32)
-                on = tf.cast(present[task], tf.float32)
-                out[task] = tf.exp(s) * task_losses[task] - per_step(on * s)  # an absent task leaves s alone
+                s = ops.cast(self.scales[i], "float32")
+                on = ops.cast(present[task], "float32")
+                out[task] = ops.exp(s) * task_losses[task] - per_step(on * s)  # an absent task leaves s alone
         return out
 
     def coefficients(self, gram, losses, present):

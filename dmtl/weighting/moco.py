@@ -8,13 +8,14 @@ projected-gradient step on the min-norm objective of the tracked gradients. In t
     d = sum_t lambda_t y_t
 with beta = 0.5, beta_sigma = 0.5, gamma = 0.1, gamma_sigma = 0.5, rho = 0 (LibMTL's defaults), y = 0 and
 lambda = 1/T at the start. A task absent from the batch keeps its y_t. The task-specific variables take the plain
-sum. The tracked gradients (T copies of the shared variables) are state: a TensorFlow-step method.
+sum. The tracked gradients (T copies of the shared variables) are state: checkpointed, and assigned in the TensorFlow or the JAX step.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
+from dmtl.weighting.gram import matvec
 from dmtl.weighting.distribute import attach_state, state_variable, task_buffers
 
 EPSILON = 1e-8
@@ -25,19 +26,19 @@ def moco_update(tracked, lambdas, gradients, losses, present, step, beta=0.5, be
     """(new tracked gradients, new lambda, direction) of one MoCo step. ``tracked``: per variable (T, ...);
     ``gradients``: per task, per variable; ``step`` k >= 1."""
     n = len(gradients)
-    norms = tf.sqrt(tf.stack([sum(tf.reduce_sum(tf.square(g)) for g in per_task) for per_task in gradients]))
-    scale = tf.cast(losses, tf.float32) / (norms + EPSILON)
-    rate = beta / tf.pow(step, beta_sigma)
-    on = tf.cast(present, tf.float32)
+    norms = ops.sqrt(ops.stack([sum(ops.sum(ops.square(g)) for g in per_task) for per_task in gradients]))
+    scale = ops.cast(losses, "float32") / (norms + EPSILON)
+    rate = beta / ops.power(step, beta_sigma)
+    on = ops.cast(present, "float32")
     new_tracked = []
     for v, y in enumerate(tracked):
-        g = tf.stack([scale[t] * gradients[t][v] for t in range(n)])
-        mask = tf.reshape(on, [n] + [1] * (len(y.shape) - 1))
+        g = ops.stack([scale[t] * gradients[t][v] for t in range(n)])
+        mask = ops.reshape(on, [n] + [1] * (len(y.shape) - 1))
         new_tracked.append(y - mask * rate * (y - g))
-    flat = tf.concat([tf.reshape(y, [n, -1]) for y in new_tracked], axis=1)
-    gram = tf.matmul(flat, flat, transpose_b=True) + rho * tf.eye(n)
-    new_lambdas = tf.nn.softmax(lambdas - gamma / tf.pow(step, gamma_sigma) * tf.linalg.matvec(gram, lambdas))
-    direction = [tf.tensordot(new_lambdas, y, axes=1) for y in new_tracked]
+    flat = ops.concatenate([ops.reshape(y, [n, -1]) for y in new_tracked], axis=1)
+    gram = ops.matmul(flat, ops.transpose(flat)) + rho * ops.eye(n)
+    new_lambdas = ops.softmax(lambdas - gamma / ops.power(step, gamma_sigma) * matvec(gram, lambdas))
+    direction = [ops.tensordot(new_lambdas, y, axes=1) for y in new_tracked]
     return new_tracked, new_lambdas, direction
 
 
@@ -47,7 +48,7 @@ class MoCo(Weighting):
 
     name = "moco"
     label = "MoCo"
-    requires = frozenset({"tape", "task_gradients"})
+    requires = frozenset({"task_gradients"})
 
     def __init__(self, beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1, gamma_sigma: float = 0.5,
                  rho: float = 0.0, **options):
@@ -70,7 +71,7 @@ class MoCo(Weighting):
 
     def backward(self, losses, gradients, present):
         step = self.steps + 1.0
-        tracked, lambdas, direction = moco_update([tf.convert_to_tensor(y) for y in self.tracked], self.lambdas,
+        tracked, lambdas, direction = moco_update([ops.convert_to_tensor(y) for y in self.tracked], self.lambdas,
                                                   gradients, losses, present, step, **self.values)
         for variable, value in zip(self.tracked, tracked):
             variable.assign(value)

@@ -9,7 +9,7 @@ tasks get alpha = 0.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
 from dmtl.weighting.gram import power_equation
@@ -20,13 +20,12 @@ ITERATIONS = 30
 def nash_coefficients(gram, present=None, iterations: int = ITERATIONS, normalise: bool = True):
     """alpha (T,) with (M alpha) = 1 / alpha on the present tasks (M the Gram matrix, normalised by its
     Frobenius norm when ``normalise``)."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    mask = tf.ones([n], tf.bool) if present is None else tf.convert_to_tensor(present)
-    on = tf.cast(mask, tf.float32)
+    on = ops.ones([n]) if present is None else ops.cast(present, "float32")
     m = gram * on[:, None] * on[None, :]
     if normalise:
-        m = m / tf.maximum(tf.norm(m), 1e-30)
+        m = m / ops.maximum(ops.sqrt(ops.sum(m * m)), 1e-30)
     return power_equation(m, on, 1.0, iterations)
 
 

@@ -7,7 +7,8 @@ d = sum_k beta_k g_k with beta = sum_i C_i. The task-specific variables take the
 """
 from __future__ import annotations
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
 from dmtl.weighting.gram import safe_divide
@@ -16,17 +17,18 @@ from dmtl.weighting.gram import safe_divide
 def pcgrad_coefficients(gram, orders=None):
     """beta (T,) such that d = sum_k beta_k g_k is PCGrad's update. ``orders``: per task i a sequence of the
     other tasks' indices (default ascending)."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    beta = tf.zeros([n], tf.float32)
+    beta = ops.zeros([n], "float32")
+    diagonal = ops.diagonal(gram)
     for i in range(n):
-        c = tf.one_hot(i, n, dtype=tf.float32)
+        c = ops.one_hot(i, n, dtype="float32")
         order = [j for j in range(n) if j != i] if orders is None else orders[i]
         for j in order:
-            j = tf.convert_to_tensor(j)
-            dot = tf.reduce_sum(c * tf.gather(gram, j, axis=1))  # <g_i^PC, g_j>
-            step = safe_divide(dot, tf.gather(tf.linalg.diag_part(gram), j))
-            c = c - tf.where(dot < 0, step, 0.0) * tf.one_hot(j, n, dtype=tf.float32)
+            column = ops.take(gram, j, axis=1)
+            dot = ops.sum(c * column)  # <g_i^PC, g_j>
+            step = safe_divide(dot, ops.take(diagonal, j))
+            c = c - ops.where(dot < 0, step, 0.0) * ops.one_hot(j, n, dtype="float32")
         beta = beta + c
     return beta
 
@@ -41,13 +43,18 @@ class PCGrad(GramWeighting):
         super().__init__(seed=int(seed), **options)
         self.seed = int(seed)
 
+    def build(self, model) -> None:
+        super().build(model)
+        if len(self.tasks) > 2:  # the random order of the paper (irrelevant for two tasks)
+            self.generator = keras.random.SeedGenerator(self.seed, name="pcgrad_seed")
+
     def coefficients(self, gram, losses, present):
         n = int(gram.shape[0])
         orders = None
-        if n > 2:  # the random order of the paper (irrelevant for two tasks)
+        if n > 2:
             orders = []
             for i in range(n):
-                others = tf.constant([j for j in range(n) if j != i])
-                shuffled = tf.random.shuffle(others, seed=self.seed)
+                others = ops.convert_to_tensor([j for j in range(n) if j != i])
+                shuffled = keras.random.shuffle(others, seed=getattr(self, "generator", self.seed))
                 orders.append([shuffled[k] for k in range(n - 1)])
         return pcgrad_coefficients(gram, orders)

@@ -1,5 +1,5 @@
 """The update of a gradient-level weighting (:meth:`dmtl.weighting.base.Weighting.backward`) inside the model's
-TensorFlow step.
+training step: TensorFlow's tape step, or JAX's stateless step (per-task gradients from ``jax.vjp``).
 
 For tasks t with losses w_t L_t (configured weights) and the rest R (couplings, layer losses):
 
@@ -13,10 +13,13 @@ Under ``tf.distribute`` each replica holds the gradient of its share of each glo
 global gradients, so they are summed over replicas first, and the direction every replica computes identically
 is divided by the number of replicas (the optimizer sums the replicas' gradients). Under float16 loss scaling the
 gradients are unscaled before the method and the direction scaled back (the optimizer unscales and checks it).
+On JAX (one process or ``keras.distribution`` over several) the arrays are global: no replica sums; the method's
+state (GradVac's targets, MoCo's tracked gradients, ...) is assigned in a stateless scope and returned with the
+model's other non-trainable variables.
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.distribute import num_replicas, replica_sum
 
@@ -26,48 +29,116 @@ def _add(a, b):
         return b
     if b is None:
         return a
-    return a + tf.cast(b, a.dtype)
+    return a + ops.cast(b, a.dtype)
 
 
-def gradient_level_step(model, tape, task_losses: dict, scaled_task_losses: dict, scaled_rest, variables, counts):
-    """Returns ``(gradients for variables, logs)`` for a model whose weighting requires ``task_gradients``.
-    ``scaled_*``: the task losses and the rest multiplied by the optimizer's loss scale inside ``tape``
-    (``optimizer.scale_loss``; as they are without loss scaling); ``scaled_rest`` None when there is no rest."""
-    optimizer, weighting = model.optimizer, model.weighting
-    names = list(task_losses)
-    # the shared gradients reach the method in model.shared_variables() order (a stateful method's buffers follow it)
+def shared_positions(model, variables) -> list[int]:
+    """Positions in ``variables`` of the shared variables, in ``model.shared_variables()`` order (a stateful
+    method's buffers follow it)."""
     position_of = {id(v): i for i, v in enumerate(variables)}
     shared_index = [position_of[id(v)] for v in model.shared_variables() if id(v) in position_of]
     if not shared_index:
-        raise ValueError(f"weighting {weighting.name!r} combines the gradients of the shared variables, and this "
-                         f"model has none trainable (model.shared_variables() is empty)")
-    scale = tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
-    per_task = [tape.gradient(scaled_task_losses[n], variables) for n in names]
-    rest_gradients = (tape.gradient(scaled_rest, variables) if scaled_rest is not None
-                      else [None] * len(variables))
-    shared = [[tf.zeros_like(variables[i]) if g[i] is None else tf.cast(g[i], tf.float32) / scale
+        raise ValueError(f"weighting {model.weighting.name!r} combines the gradients of the shared variables, and "
+                         f"this model has none trainable (model.shared_variables() is empty)")
+    return shared_index
+
+
+def apply_method(model, per_task, rest_gradients, variables, losses, present, scale=1.0):
+    """The gradients for ``variables`` and the method's logs, from the per-task gradients ``per_task`` (a list over
+    tasks of lists over variables, None where a task does not reach a variable; of the losses times ``scale``),
+    the rest's gradients, the global task losses (T,) and ``present`` (T,) bool."""
+    weighting = model.weighting
+    shared_index = shared_positions(model, variables)
+    shared = [[ops.zeros_like(variables[i]) if g[i] is None else ops.cast(g[i], "float32") / scale
                for i in shared_index] for g in per_task]
     shared = replica_sum(shared)  # the global per-task gradients
-    losses = replica_sum(tf.stack([tf.cast(task_losses[n], tf.float32) for n in names]))
-    present = tf.stack([tf.convert_to_tensor(counts.get(n, 0.0)) > 0 for n in names])
     direction, task_weights, logs = weighting.backward(losses, shared, present)
-    balance = tf.reduce_sum(tf.cast(present, tf.int32)) >= 2
+    balance = ops.sum(ops.cast(present, "int32")) >= 2
     plain = [sum(per_task_shared[j] for per_task_shared in shared) for j in range(len(shared_index))]
     factor = scale / float(num_replicas())
-    direction = [tf.where(balance, tf.cast(d, tf.float32), p) * factor for d, p in zip(direction, plain)]
+    direction = [ops.where(balance, ops.cast(d, "float32"), p) * factor for d, p in zip(direction, plain)]
     if task_weights is None:
-        task_weights = tf.ones([len(names)], tf.float32)
-    task_weights = tf.where(balance, tf.cast(task_weights, tf.float32), 1.0)
+        task_weights = ops.ones([len(per_task)], "float32")
+    task_weights = ops.where(balance, ops.cast(task_weights, "float32"), 1.0)
     gradients = []
     position = {i: j for j, i in enumerate(shared_index)}
     for i, variable in enumerate(variables):
         if i in position:
-            gradient = tf.cast(direction[position[i]], variable.dtype)
+            gradient = ops.cast(direction[position[i]], variable.dtype)
         else:
             gradient = None
             for t, g in enumerate(per_task):
                 if g[i] is not None:
-                    gradient = _add(gradient, task_weights[t] * tf.cast(g[i], tf.float32))
-            gradient = None if gradient is None else tf.cast(gradient, variable.dtype)
+                    gradient = _add(gradient, task_weights[t] * ops.cast(g[i], "float32"))
+            gradient = None if gradient is None else ops.cast(gradient, variable.dtype)
         gradients.append(_add(gradient, rest_gradients[i]))
     return gradients, logs
+
+
+def gradient_level_step(model, tape, task_losses: dict, scaled_task_losses: dict, scaled_rest, variables, counts):
+    """TensorFlow: returns ``(gradients for variables, logs)`` for a model whose weighting requires
+    ``task_gradients``. ``scaled_*``: the task losses and the rest multiplied by the optimizer's loss scale inside
+    ``tape`` (``optimizer.scale_loss``; as they are without loss scaling); ``scaled_rest`` None when there is no
+    rest."""
+    import tensorflow as tf
+
+    names = list(task_losses)
+    scale = tf.cast(model.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+    per_task = [tape.gradient(scaled_task_losses[n], variables) for n in names]
+    rest_gradients = (tape.gradient(scaled_rest, variables) if scaled_rest is not None
+                      else [None] * len(variables))
+    losses = replica_sum(tf.stack([tf.cast(task_losses[n], tf.float32) for n in names]))
+    present = tf.stack([tf.convert_to_tensor(counts.get(n, 0.0)) > 0 for n in names])
+    return apply_method(model, per_task, rest_gradients, variables, losses, present, scale)
+
+
+def jax_gradient_level_step(model, state, data):
+    """JAX: Keras's stateless ``train_step(state, data)`` for a gradient-level weighting. One forward pass under
+    ``jax.vjp`` gives the task losses and the rest; one pullback per output gives their gradients; the method
+    combines them (:func:`apply_method`) and the optimizer applies the result statelessly."""
+    import jax
+    import jax.numpy as jnp
+    from keras import StatelessScope
+
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    batch, _ = model.split_batch(data)
+    images, y = batch[0], batch[1]
+    keys = []
+
+    def forward(trainable_values):
+        mapping = [*zip(model.trainable_variables, trainable_values), *zip(model.non_trainable_variables,
+                                                                          non_trainable)]
+        with StatelessScope(state_mapping=mapping) as scope:
+            features, predictions = model.features_and_predictions(images, training=True)
+            counts = {}
+            terms = model.loss_terms(y, predictions, counts, features)
+            task_losses = model.weighting.transform_losses(model.task_losses(terms),
+                                                           model.present_tasks(terms, counts))
+            rest = model.rest_total(terms)
+        updated = [scope.get_current_value(v) for v in model.non_trainable_variables]
+        updated = [old if new is None else new for new, old in zip(updated, non_trainable)]
+        keys[:] = list(task_losses)
+        outputs = jnp.stack([jnp.asarray(task_losses[k], "float32") for k in keys]
+                            + [jnp.asarray(rest, "float32")])
+        return outputs, (terms, predictions, counts, updated)
+
+    # 1. the forward pass and one pullback per task loss and for the rest
+    outputs, pullback, (terms, predictions, counts, non_trainable) = jax.vjp(forward, trainable, has_aux=True)
+    basis = jnp.eye(len(keys) + 1, dtype=outputs.dtype)
+    gradients = [pullback(basis[k])[0] for k in range(len(keys) + 1)]
+    # 2. the method's direction (its state assigned in a stateless scope over the updated non-trainables)
+    present = jnp.stack([jnp.asarray(counts.get(k, 0.0)) > 0 for k in keys])
+    mapping = [*zip(model.trainable_variables, trainable), *zip(model.non_trainable_variables, non_trainable)]
+    with StatelessScope(state_mapping=mapping) as scope:
+        updates, logs = apply_method(model, gradients[:-1], gradients[-1], list(model.trainable_variables),
+                                     outputs[:-1], present)
+    non_trainable = [old if scope.get_current_value(v) is None else scope.get_current_value(v)
+                     for v, old in zip(model.non_trainable_variables, non_trainable)]
+    # 3. the update, then the metrics
+    trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, updates, trainable)
+    counts["loss"] = jnp.asarray(ops.shape(images)[0], "float32")
+    with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_variables))) as scope:
+        logs = model._update_metrics(jnp.sum(outputs), terms, y, predictions, logs, counts)
+    metrics_variables = [old if scope.get_current_value(v) is None else scope.get_current_value(v)
+                         for v, old in zip(model.metrics_variables, metrics_variables)]
+    return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)

@@ -13,43 +13,45 @@ from __future__ import annotations
 
 import itertools
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import GramWeighting
+from dmtl.weighting.gram import matvec
 
 
 def dual_cone_weights(gram, lower):
     """v = argmin 1/2 v^T G v subject to v >= ``lower`` (T,), by enumerating the sets of free coordinates."""
     n = int(gram.shape[0])
-    best, best_value = lower, 0.5 * tf.reduce_sum(lower * tf.linalg.matvec(gram, lower))  # every coordinate fixed
+    best, best_value = lower, 0.5 * ops.sum(lower * matvec(gram, lower))  # every coordinate fixed
     for size in range(1, n + 1):
         for free in itertools.combinations(range(n), size):
             fixed = [i for i in range(n) if i not in free]
-            g_ff = tf.gather(tf.gather(gram, free, axis=0), free, axis=1)
-            rhs = -tf.linalg.matvec(tf.gather(tf.gather(gram, free, axis=0), fixed, axis=1),
-                                    tf.gather(lower, fixed)) if fixed else tf.zeros([size])
-            solved = tf.linalg.matvec(tf.linalg.pinv(g_ff), rhs)
-            v = tf.tensor_scatter_nd_update(lower, [[i] for i in free], solved)
-            feasible = tf.reduce_all(v >= lower - 1e-6)
-            value = 0.5 * tf.reduce_sum(v * tf.linalg.matvec(gram, v))
-            better = tf.logical_and(feasible, value < best_value - 1e-12)
-            best = tf.where(better, v, best)
-            best_value = tf.where(better, value, best_value)
+            rows = ops.take(gram, list(free), axis=0)
+            g_ff = ops.take(rows, list(free), axis=1)
+            rhs = (-matvec(ops.take(rows, fixed, axis=1), ops.take(lower, fixed)) if fixed
+                   else ops.zeros([size]))
+            solved = matvec(ops.pinv(g_ff), rhs)
+            v = ops.scatter_update(lower, [[i] for i in free], solved)
+            feasible = ops.all(v >= lower - 1e-6)
+            value = 0.5 * ops.sum(v * matvec(gram, v))
+            better = ops.logical_and(feasible, value < best_value - 1e-12)
+            best = ops.where(better, v, best)
+            best_value = ops.where(better, value, best_value)
     return best
 
 
 def upgrad_coefficients(gram, present=None, norm_eps: float = 1e-4, reg_eps: float = 1e-4):
     """w (T,) of UPGrad for the Gram matrix ``gram`` (absent tasks masked out and weighted 0)."""
-    gram = tf.cast(gram, tf.float32)
+    gram = ops.cast(gram, "float32")
     n = int(gram.shape[0])
-    on = tf.ones([n]) if present is None else tf.cast(present, tf.float32)
+    on = ops.ones([n]) if present is None else ops.cast(present, "float32")
     g = gram * on[:, None] * on[None, :]
-    trace = tf.linalg.trace(g)
-    g = tf.where(trace >= norm_eps, g / tf.maximum(trace, norm_eps), tf.zeros_like(g)) + reg_eps * tf.eye(n)
-    count = tf.maximum(tf.reduce_sum(on), 1.0)
-    weights = tf.zeros([n])
+    trace = ops.trace(g)
+    g = ops.where(trace >= norm_eps, g / ops.maximum(trace, norm_eps), ops.zeros_like(g)) + reg_eps * ops.eye(n)
+    count = ops.maximum(ops.sum(on), 1.0)
+    weights = ops.zeros([n])
     for i in range(n):
-        u = tf.one_hot(i, n) * on[i] / count
+        u = ops.one_hot(i, n, dtype="float32") * on[i] / count
         weights = weights + dual_cone_weights(g, u)
     return weights * on
 
