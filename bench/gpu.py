@@ -3,7 +3,7 @@ in-memory data, ResNet-50 at 112 px, bf16 (``mixed_bfloat16``), XLA, a batch tha
 model FLOP utilisation (training FLOPs per image = 3 x the backbone's forward conv/dense FLOPs; the card's peak
 from ``--peak-tflops`` or bench/train_step.py's table) for (a) a plain two-head ``fit``, (b) NC MT, (c) C MT with
 the default coupling (L_DM + L_SCA) and (d) C MT with one gradient-level weighting (``--gradient-method``;
-where ``dmtl.compat`` refuses it on the backend (PyTorch), the result says why instead of a number). Repeats are interleaved
+where ``dmtl.compat`` refuses it on the backend, the result says why instead of a number). Repeats are interleaved
 and the medians reported. Writes ``bench/results/gpu-<device>.json``.
 
     KERAS_BACKEND=jax python bench/gpu.py                      # on the GPU machine

@@ -4,8 +4,8 @@ Pieces declare ``requires`` (and architectures ``provides``) as sets of capabili
 
 * ``tape``: TensorFlow's GradientTape step (per-task gradients, state updated after the step, an own update).
   Provided by the TensorFlow backend only.
-* ``task_gradients``: per-task gradients of the shared variables: TensorFlow's tape step, or on JAX a step of its
-  own (``jax.vjp``, :func:`dmtl.weighting.step.jax_gradient_level_step`); not yet on PyTorch.
+* ``task_gradients``: per-task gradients of the shared variables: TensorFlow's tape step, or on JAX and PyTorch a
+  step of their own (``jax.vjp`` / ``torch.autograd.grad``, :mod:`dmtl.weighting.step`).
 * ``shared_features``: one representation shared by every task. Provided by an architecture whose tasks read the
   same features (``shared``), not by one that computes features per task (task routing, AdaShare).
 * ``weighting``: provided by an architecture whose step applies the weighting axis; one with its own step (JDL)
@@ -76,12 +76,10 @@ def problems(weighting, architecture, couplings=(), *, weighting_name=None, arch
     if backend != "tensorflow":
         needs = []
         declared = set(getattr(weighting, "requires", ()) or ())
-        jax_step = backend == "jax" and declared == {"task_gradients"}  # per-task gradients from jax.vjp
-        if "tape" in w_needs and not jax_step:
-            needs.append(f"weighting {w_name!r} " + (
-                "takes per-task gradients (on TensorFlow or JAX; not yet on PyTorch)" if declared == {"task_gradients"}
-                else "takes per-task gradients" if "task_gradients" in w_needs
-                else "updates its own state in TensorFlow's step"))
+        own_step = declared == {"task_gradients"}  # per-task gradients from jax.vjp / torch.autograd.grad
+        if "tape" in w_needs and not own_step:
+            needs.append(f"weighting {w_name!r} " + ("takes per-task gradients" if "task_gradients" in w_needs
+                                                     else "updates its own state in TensorFlow's step"))
         if "tape" in a_needs:
             needs.append(f"architecture {a_name!r} has its own training step")
         for spec in couplings:

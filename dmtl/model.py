@@ -381,6 +381,9 @@ class MultiTaskModel(keras.Model):
         if keras.backend.backend() == "jax" and self.gradient_level:  # per-task gradients from jax.vjp
             from dmtl.weighting.step import jax_gradient_level_step
             return jax_gradient_level_step(self, *args)
+        if keras.backend.backend() == "torch" and self.gradient_level:  # ... from torch.autograd.grad
+            from dmtl.weighting.step import torch_gradient_level_step
+            return torch_gradient_level_step(self, *args)
         if keras.backend.backend() != "tensorflow" or self.uses_keras_step:
             return super().train_step(*args)
         return self._tape_train_step(*args)

@@ -71,7 +71,7 @@ def _gradient_level() -> list[str]:
 
 
 GRADIENT_LEVEL = _gradient_level()
-"""The per-task-gradient weightings (their step on JAX is dmtl.weighting.step.jax_gradient_level_step)."""
+"""The per-task-gradient weightings (their steps on JAX and PyTorch are in dmtl.weighting.step)."""
 CASES = {"ew": dict(weighting="ew"), "uw": dict(weighting="uw"), "strength": dict(strength=True)}
 """Equal weighting with the printed couplings; uncertainty weighting (a learned variable inside Keras's own step);
 the relatedness-aware couplings (informativeness weights and confidence gates)."""
@@ -110,7 +110,7 @@ OTHER_BACKEND = """
         result[case] = one
 
     gradient = {}
-    for name in json.loads(sys.argv[4]) if keras.backend.backend() == "jax" else ():
+    for name in json.loads(sys.argv[4]):
         model = build_model(weighting=name)
         model.load_weights(f"{out}/gradient-{name}.weights.h5")
         model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
@@ -211,21 +211,19 @@ def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_
 
 
 @pytest.mark.parametrize("name", GRADIENT_LEVEL)
-def test_gradient_level_weightings_take_the_same_two_steps_on_jax_as_on_tensorflow(other, name):
+def test_gradient_level_weightings_take_the_same_two_steps_as_on_tensorflow(other, name):
     """Every per-task-gradient method: two steps from the same weights and batch give the same losses, method
-    weights and updated weights on JAX as on TensorFlow (its state, where it has some, used in the second)."""
+    weights and updated weights on JAX and PyTorch as on TensorFlow (its state, where it has some, used in the
+    second)."""
     backend, out, references, result = other
-    if backend != "jax":
-        assert result["gradient"] == {}  # refused on PyTorch (test_what_needs_tensorflow_...)
-        return
     reference, got = references[f"gradient-{name}"], result["gradient"][name]
     logged = [k for k in reference["logs"] if k.endswith("_loss") or k.startswith(f"{name}_weight_")] + ["loss"]
     assert f"{name}_weight_classes" in logged
     for key in logged:
         assert got[key] == pytest.approx(reference["logs"][key], rel=1e-4, abs=1e-5), key
     moved = np.load(out / f"gradient-{name}-after.npz")
-    for tf_value, jax_value in zip(reference["after"], [moved[k] for k in moved.files]):
-        np.testing.assert_allclose(jax_value, tf_value, atol=1e-4)
+    for tf_value, other_value in zip(reference["after"], [moved[k] for k in moved.files]):
+        np.testing.assert_allclose(other_value, tf_value, atol=1e-4)
 
 
 def test_relatedness_aware_couplings_give_the_same_terms_under_other_backends(other):
@@ -251,8 +249,7 @@ def test_what_needs_tensorflow_fails_at_config_time_under_other_backends(other):
         else:
             assert result[f"weighting-{name}"] == "ok", name
     assert {"weighting-mgda", "weighting-famo"} <= set(refused)
-    # per-task gradients: JAX's own step; PyTorch not yet
-    assert ("weighting-pcgrad" in refused) == (backend == "torch")
+    assert "weighting-pcgrad" not in refused  # per-task gradients: the backend's own step
     for name in refused:
         assert result[name].startswith(f"KERAS_BACKEND={backend}") and "TensorFlow backend only" in result[name], name
 

@@ -142,3 +142,41 @@ def jax_gradient_level_step(model, state, data):
     metrics_variables = [old if scope.get_current_value(v) is None else scope.get_current_value(v)
                          for v, old in zip(model.metrics_variables, metrics_variables)]
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+
+
+def torch_gradient_level_step(model, data):
+    """PyTorch: Keras's stateful ``train_step(data)`` for a gradient-level weighting. One forward pass; the task
+    losses' and the rest's gradients by ``torch.autograd.grad`` (the graph kept between them); the method combines
+    them (:func:`apply_method`) without recording, and the optimizer applies the result."""
+    import torch
+
+    batch, extra = model.split_batch(data)
+    images, y = batch[0], batch[1]
+    # 1. the forward pass, the task losses and the rest
+    features, predictions = model.features_and_predictions(images, training=True)
+    counts = {}
+    terms = model.loss_terms(y, predictions, counts, features)
+    task_losses = model.weighting.transform_losses(model.task_losses(terms), model.present_tasks(terms, counts))
+    rest = model.rest_total(terms)
+    # 2. one backward pass per task loss, and one for the rest
+    variables = list(model.trainable_variables)
+    parameters = [v.value for v in variables]
+    names = list(task_losses)
+
+    def gradients_of(loss):
+        if not torch.is_tensor(loss) or not loss.requires_grad:
+            return [None] * len(parameters)
+        return list(torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True))
+
+    per_task = [gradients_of(task_losses[n]) for n in names]
+    rest_gradients = gradients_of(rest)
+    # 3. the method's direction, the update, the metrics
+    with torch.no_grad():
+        losses = torch.stack([torch.as_tensor(task_losses[n], dtype=torch.float32).detach() for n in names])
+        present = torch.stack([torch.as_tensor(counts.get(n, 0.0)) > 0 for n in names])
+        updates, logs = apply_method(model, per_task, rest_gradients, variables, losses, present)
+        model.optimizer.apply(updates, variables)
+        total = sum(task_losses.values()) + rest
+    logs.update(model.after_train_step(batch, extra))
+    counts["loss"] = torch.as_tensor(float(ops.shape(images)[0]))
+    return model._update_metrics(total, terms, y, predictions, logs, counts)
