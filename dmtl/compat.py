@@ -4,6 +4,8 @@ Pieces declare ``requires`` (and architectures ``provides``) as sets of capabili
 
 * ``tape``: TensorFlow's GradientTape step (per-task gradients, state updated after the step, an own update).
   Provided by the TensorFlow backend only.
+* ``stateful_step``: a weighting whose state is assigned in the step or after it (DWA, RLW, FAMO, STCH): the tape
+  step on TensorFlow, dmtl's own step on JAX and PyTorch (:mod:`dmtl.weighting.step`).
 * ``task_gradients``: per-task gradients of the shared variables: TensorFlow's tape step, or on JAX and PyTorch a
   step of their own (``jax.vjp`` / ``torch.autograd.grad``, :mod:`dmtl.weighting.step`).
 * ``shared_features``: one representation shared by every task. Provided by an architecture whose tasks read the
@@ -22,10 +24,10 @@ TF_STRATEGIES = ("mirrored",)  # tf.distribute strategies (need the TensorFlow b
 
 
 def requirements(piece) -> frozenset:
-    """What a piece (class or instance) requires; ``task_gradients`` implies ``tape`` on TensorFlow (on JAX it is
-    served by the JAX step instead: :func:`problems`)."""
+    """What a piece (class or instance) requires; ``task_gradients`` and ``stateful_step`` imply ``tape`` on
+    TensorFlow (on JAX and PyTorch dmtl's own steps serve them instead: :func:`problems`)."""
     needs = set(getattr(piece, "requires", ()) or ())
-    if "task_gradients" in needs:
+    if needs & {"task_gradients", "stateful_step"}:
         needs.add("tape")
     return frozenset(needs)
 
@@ -76,10 +78,11 @@ def problems(weighting, architecture, couplings=(), *, weighting_name=None, arch
     if backend != "tensorflow":
         needs = []
         declared = set(getattr(weighting, "requires", ()) or ())
-        own_step = declared == {"task_gradients"}  # per-task gradients from jax.vjp / torch.autograd.grad
+        own_step = bool(declared) and declared <= {"task_gradients", "stateful_step"}  # dmtl.weighting.step
         if "tape" in w_needs and not own_step:
-            needs.append(f"weighting {w_name!r} " + ("takes per-task gradients" if "task_gradients" in w_needs
-                                                     else "updates its own state in TensorFlow's step"))
+            needs.append(f"weighting {w_name!r} " + (
+                "takes gradients with respect to the shared features" if "shared_features" in declared
+                else "computes its own gradients in TensorFlow's step"))
         if "tape" in a_needs:
             needs.append(f"architecture {a_name!r} has its own training step")
         for spec in couplings:

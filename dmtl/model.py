@@ -384,6 +384,10 @@ class MultiTaskModel(keras.Model):
         if keras.backend.backend() == "torch" and self.gradient_level:  # ... from torch.autograd.grad
             from dmtl.weighting.step import torch_gradient_level_step
             return torch_gradient_level_step(self, *args)
+        if keras.backend.backend() != "tensorflow" and "stateful_step" in getattr(self.weighting, "requires", ()):
+            from dmtl.weighting import step
+            return (step.jax_stateful_step if keras.backend.backend() == "jax" else step.torch_stateful_step)(
+                self, *args)
         if keras.backend.backend() != "tensorflow" or self.uses_keras_step:
             return super().train_step(*args)
         return self._tape_train_step(*args)

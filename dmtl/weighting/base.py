@@ -19,7 +19,9 @@ The coupling losses (L_DM, L_SCA) stay outside the weighting: the model adds the
 unweighted, as they couple the tasks rather than belong to one.
 
 What a method ``requires`` (checked for every combination, backend and strategy in :mod:`dmtl.compat`):
-``tape`` (TensorFlow's GradientTape step: state updated after the step, random draws, or its own gradients),
+``tape`` (TensorFlow's GradientTape step: gradients with respect to the features, or of its own),
+``stateful_step`` (state assigned in the step or after it: TensorFlow's tape step, or dmtl's own step on JAX and
+PyTorch),
 ``task_gradients`` (per-task gradients of the shared variables: TensorFlow's tape, or ``jax.vjp`` in the JAX
 step; the method's state is assigned inside either), ``shared_features`` (one
 representation shared by every task, which the architecture must provide).

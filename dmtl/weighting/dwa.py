@@ -10,7 +10,7 @@ model used outside a run (no epoch length) averages over single steps. The avera
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
 from dmtl.weighting.distribute import attach_state, replica_sum, state_variable
@@ -18,11 +18,11 @@ from dmtl.weighting.distribute import attach_state, replica_sum, state_variable
 
 def dwa_weights(previous, before, temperature: float = 2.0, ready=True):
     """w (T,) from the last two epoch means ``previous`` = L(e-1) and ``before`` = L(e-2); 1 until ``ready``."""
-    previous, before = tf.cast(previous, tf.float32), tf.cast(before, tf.float32)
-    n = tf.cast(tf.shape(previous)[0], tf.float32)
-    ratio = tf.where(before > 0, previous / tf.where(before > 0, before, 1.0), 1.0)
-    weights = n * tf.nn.softmax(ratio / temperature)
-    return tf.where(ready, weights, tf.ones_like(weights))
+    previous, before = ops.cast(previous, "float32"), ops.cast(before, "float32")
+    n = float(previous.shape[0])
+    ratio = ops.where(before > 0, previous / ops.where(before > 0, before, 1.0), 1.0)
+    weights = n * ops.softmax(ratio / temperature)
+    return ops.where(ready, weights, ops.ones_like(weights))
 
 
 class DynamicWeightAverage(Weighting):
@@ -31,7 +31,7 @@ class DynamicWeightAverage(Weighting):
 
     name = "dwa"
     label = "DWA"
-    requires = frozenset({"tape"})  # its epoch averages update after each step
+    requires = frozenset({"stateful_step"})  # its epoch averages update after each step
 
     def __init__(self, temperature: float = 2.0, period: int | None = None, **options):
         if float(temperature) <= 0:
@@ -59,26 +59,26 @@ class DynamicWeightAverage(Weighting):
 
     def _roll(self, model):
         """At the first step of a new period: the finished period's means become L(e-1)."""
-        step = tf.cast(model.optimizer.iterations, tf.float32)
-        period = tf.floor(step / float(self._period(model)))
-        new = period > self.state[0]
-        means = tf.where(self.counts > 0, self.sums / tf.maximum(self.counts, 1.0), self.history[0])
-        self.history.assign(tf.where(new, tf.stack([means, self.history[0]]), self.history))
-        self.sums.assign(tf.where(new, tf.zeros_like(self.sums), self.sums))
-        self.counts.assign(tf.where(new, tf.zeros_like(self.counts), self.counts))
-        self.state.assign(tf.where(new, tf.stack([period, self.state[1] + 1.0]), self.state))
+        step = ops.cast(model.optimizer.iterations, "float32")
+        period = ops.floor(step / float(self._period(model)))
+        new = period > self.state.value[0]
+        means = ops.where(self.counts.value > 0, self.sums.value / ops.maximum(self.counts.value, 1.0), self.history.value[0])
+        self.history.assign(ops.where(new, ops.stack([means, self.history.value[0]]), self.history.value))
+        self.sums.assign(ops.where(new, ops.zeros_like(self.sums.value), self.sums.value))
+        self.counts.assign(ops.where(new, ops.zeros_like(self.counts.value), self.counts.value))
+        self.state.assign(ops.where(new, ops.stack([period, self.state.value[1] + 1.0]), self.state.value))
 
     def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
         self._roll(model)
-        weights = tf.stop_gradient(dwa_weights(self.history[0], self.history[1], self.temperature,
-                                               self.state[1] >= 2.0))
+        weights = ops.stop_gradient(dwa_weights(self.history.value[0], self.history.value[1], self.temperature,
+                                               self.state.value[1] >= 2.0))
         total = sum(weights[i] * task_losses[t] for i, t in enumerate(self.tasks) if t in task_losses)
         return total, {f"dwa_weight_{t}": weights[i] for i, t in enumerate(self.tasks)}
 
     def after_step(self, task_losses, *, tape, features, model, batch=None) -> dict:
         """Accumulates this step's global losses (``task_losses``: the model's unweighted terms)."""
-        losses = replica_sum(tf.stack([tf.cast(task_losses.get(t, 0.0), tf.float32) for t in self.tasks]))
-        seen = tf.cast(losses > 0, tf.float32)  # a task without labels in the batch has loss 0
+        losses = replica_sum(ops.stack([ops.cast(task_losses.get(t, 0.0), "float32") for t in self.tasks]))
+        seen = ops.cast(losses > 0, "float32")  # a task without labels in the batch has loss 0
         self.sums.assign_add(losses * seen)
         self.counts.assign_add(seen)
         return {}

@@ -12,7 +12,7 @@ the batch twice; the moving statistics move twice per step).
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
 from dmtl.weighting.distribute import attach_state, replica_sum, state_variable
@@ -22,9 +22,9 @@ EPSILON = 1e-8
 
 def famo_logit_gradient(logits, delta, present):
     """J_z^T delta for z = softmax over the present tasks (0 for absent ones)."""
-    z = tf.nn.softmax(tf.where(present, logits, -1e9)) * tf.cast(present, tf.float32)
-    delta = tf.where(present, delta, 0.0)
-    return z * (delta - tf.reduce_sum(z * delta))
+    z = ops.softmax(ops.where(present, logits, -1e9)) * ops.cast(present, "float32")
+    delta = ops.where(present, delta, 0.0)
+    return z * (delta - ops.sum(z * delta))
 
 
 class FAMO(Weighting):
@@ -32,7 +32,7 @@ class FAMO(Weighting):
 
     name = "famo"
     label = "FAMO"
-    requires = frozenset({"tape"})  # the logits update after the step, from a second forward pass
+    requires = frozenset({"stateful_step"})  # the logits update after the step, from a second forward pass
 
     def __init__(self, lr: float = 0.025, decay: float = 0.001, **options):
         super().__init__(lr=float(lr), decay=float(decay), **options)
@@ -51,19 +51,19 @@ class FAMO(Weighting):
         return [f"famo_weight_{t}" for t in model.tasks]
 
     def _present(self, task_losses, present):
-        return tf.stack([tf.convert_to_tensor(present[t]) if present is not None and t in present
-                         else tf.constant(t in task_losses) for t in self.tasks])
+        return ops.stack([ops.convert_to_tensor(present[t]) if present is not None and t in present
+                         else ops.convert_to_tensor(t in task_losses) for t in self.tasks])
 
     def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
         mask = self._present(task_losses, present)
-        z = tf.nn.softmax(tf.where(mask, self.logits, -1e9)) * tf.cast(mask, tf.float32)
-        losses = tf.stack([tf.cast(task_losses.get(t, 0.0), tf.float32) for t in self.tasks])
-        global_losses = replica_sum(tf.stop_gradient(losses))  # c uses the global losses
-        c = tf.reduce_sum(tf.where(mask, z / (global_losses + EPSILON), 0.0))
+        z = ops.softmax(ops.where(mask, self.logits.value, -1e9)) * ops.cast(mask, "float32")
+        losses = ops.stack([ops.cast(task_losses.get(t, 0.0), "float32") for t in self.tasks])
+        global_losses = replica_sum(ops.stop_gradient(losses))  # c uses the global losses
+        c = ops.sum(ops.where(mask, z / (global_losses + EPSILON), 0.0))
         # the gradient of sum_t (z_t / c) log(L_t + eps) is sum_t z_t / (c (L_t + eps)) grad L_t: each replica's
         # share of L_t takes that coefficient, computed from the global losses
-        coefficients = tf.where(mask, z / (tf.maximum(c, EPSILON) * (global_losses + EPSILON)), 0.0)
-        total = tf.reduce_sum(tf.stop_gradient(coefficients) * losses)
+        coefficients = ops.where(mask, z / (ops.maximum(c, EPSILON) * (global_losses + EPSILON)), 0.0)
+        total = ops.sum(ops.stop_gradient(coefficients) * losses)
         return total, {f"famo_weight_{t}": z[i] for i, t in enumerate(self.tasks)}
 
     def after_step(self, task_losses, *, tape, features, model, batch=None) -> dict:
@@ -74,17 +74,17 @@ class FAMO(Weighting):
         new_features, predictions = model.features_and_predictions(images, training=True)
         new_terms = model.loss_terms(y, predictions, counts, new_features)
         weights = model.loss_weights
-        old = replica_sum(tf.stack([tf.cast(weights[t] * task_losses.get(t, 0.0), tf.float32) for t in self.tasks]))
-        new = replica_sum(tf.stack([tf.cast(weights[t] * new_terms.get(t, 0.0), tf.float32) for t in self.tasks]))
-        mask = tf.stack([tf.convert_to_tensor(counts.get(t, 0.0)) > 0 for t in self.tasks])
-        delta = tf.math.log(old + EPSILON) - tf.math.log(new + EPSILON)
-        gradient = tf.stop_gradient(famo_logit_gradient(self.logits, delta, mask) + self.decay * self.logits)
+        old = replica_sum(ops.stack([ops.cast(weights[t] * task_losses.get(t, 0.0), "float32") for t in self.tasks]))
+        new = replica_sum(ops.stack([ops.cast(weights[t] * new_terms.get(t, 0.0), "float32") for t in self.tasks]))
+        mask = ops.stack([ops.convert_to_tensor(counts.get(t, 0.0)) > 0 for t in self.tasks])
+        delta = ops.log(old + EPSILON) - ops.log(new + EPSILON)
+        gradient = ops.stop_gradient(famo_logit_gradient(self.logits.value, delta, mask) + self.decay * self.logits.value)
         # Adam (beta1 0.9, beta2 0.999, eps 1e-8), as torch.optim.Adam(weight_decay=gamma) in the authors' code
-        step = self.steps + 1.0
-        m = 0.9 * self.moments[0] + 0.1 * gradient
-        v = 0.999 * self.moments[1] + 0.001 * gradient * gradient
-        update = self.lr * (m / (1.0 - 0.9 ** step)) / (tf.sqrt(v / (1.0 - 0.999 ** step)) + 1e-8)
-        self.logits.assign(tf.where(mask, self.logits - update, self.logits))
-        self.moments.assign(tf.stack([m, v]))
+        step = self.steps.value + 1.0
+        m = 0.9 * self.moments.value[0] + 0.1 * gradient
+        v = 0.999 * self.moments.value[1] + 0.001 * gradient * gradient
+        update = self.lr * (m / (1.0 - 0.9 ** step)) / (ops.sqrt(v / (1.0 - 0.999 ** step)) + 1e-8)
+        self.logits.assign(ops.where(mask, self.logits.value - update, self.logits.value))
+        self.moments.assign(ops.stack([m, v]))
         self.steps.assign(step)
         return {}

@@ -2,7 +2,8 @@
 Multi-Task Learning", TMLR 2022): every step draws lambda = softmax(z), z ~ N(0, I), and minimises
     L = sum_t lambda_t L_t.
 The softmax runs over the tasks labelled in the batch (an absent task gets no weight). The draw uses the method's
-own seeded generator; it runs in TensorFlow's step (the generator's state advances every step).
+own seeded generator, whose state advances every step (TensorFlow's tape step, or dmtl's own step on JAX and
+PyTorch).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import keras
 from keras import ops
 
 from dmtl.weighting.base import Weighting
+from dmtl.weighting.distribute import attach_state
 
 
 class RandomLossWeighting(Weighting):
@@ -17,7 +19,7 @@ class RandomLossWeighting(Weighting):
 
     name = "rlw"
     label = "RLW"
-    requires = frozenset({"tape"})
+    requires = frozenset({"stateful_step"})
 
     def __init__(self, seed: int = 0, **options):
         super().__init__(seed=int(seed), **options)
@@ -26,6 +28,7 @@ class RandomLossWeighting(Weighting):
     def build(self, model) -> None:
         self.tasks = tuple(model.tasks)
         self.generator = keras.random.SeedGenerator(self.seed, name="rlw_seed")
+        attach_state(model, "rlw_seed_generator", self.generator)  # its state is the model's (JAX's step)
 
     def log_names(self, model) -> list[str]:
         return [f"rlw_weight_{t}" for t in model.tasks]

@@ -11,7 +11,7 @@ losses and multiply each replica's share of L_t. The epoch count and z are state
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
 from dmtl.weighting.distribute import attach_state, replica_sum, state_variable
@@ -21,17 +21,17 @@ TINY = 1e-20
 
 def stch_coefficients(losses, present, nadir, mu: float = 1.0):
     """dL/dL_t of T mu logsumexp(log(L_t / z_t + 1e-20) / mu) over the present tasks (0 for absent ones)."""
-    losses, nadir = tf.cast(losses, tf.float32), tf.cast(nadir, tf.float32)
-    n = tf.cast(tf.size(losses), tf.float32)
+    losses, nadir = ops.cast(losses, "float32"), ops.cast(nadir, "float32")
+    n = float(losses.shape[0])
     ratio = losses / nadir + TINY
-    logits = tf.where(present, tf.math.log(ratio) / mu, -1e30)
-    share = tf.nn.softmax(logits) * tf.cast(present, tf.float32)
+    logits = ops.where(present, ops.log(ratio) / mu, -1e30)
+    share = ops.softmax(logits) * ops.cast(present, "float32")
     return n * share / (ratio * nadir)
 
 
 def log_coefficients(losses, present):
     """dL/dL_t of sum_t log(L_t + 1e-20) over the present tasks."""
-    return tf.where(present, 1.0 / (tf.cast(losses, tf.float32) + TINY), 0.0)
+    return ops.where(present, 1.0 / (ops.cast(losses, "float32") + TINY), 0.0)
 
 
 class STCH(Weighting):
@@ -39,7 +39,7 @@ class STCH(Weighting):
 
     name = "stch"
     label = "STCH"
-    requires = frozenset({"tape"})  # the epoch count and the nadir point are state
+    requires = frozenset({"stateful_step"})  # the epoch count and the nadir point are state
 
     def __init__(self, mu: float = 1.0, warmup_epochs: int = 4, **options):
         if float(mu) <= 0:
@@ -61,19 +61,19 @@ class STCH(Weighting):
         return [f"stch_weight_{t}" for t in model.tasks]
 
     def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
-        mask = tf.stack([tf.convert_to_tensor(present[t]) if present is not None and t in present
-                         else tf.constant(t in task_losses) for t in self.tasks])
-        losses = tf.stack([tf.cast(task_losses.get(t, 0.0), tf.float32) for t in self.tasks])
-        global_losses = replica_sum(tf.stop_gradient(losses))
+        mask = ops.stack([ops.convert_to_tensor(present[t]) if present is not None and t in present
+                         else ops.convert_to_tensor(t in task_losses) for t in self.tasks])
+        losses = ops.stack([ops.cast(task_losses.get(t, 0.0), "float32") for t in self.tasks])
+        global_losses = replica_sum(ops.stop_gradient(losses))
         period = float(getattr(model, "steps_per_epoch", None) or 1)
-        epoch = tf.floor(tf.cast(model.optimizer.iterations, tf.float32) / period)
-        averaging = tf.equal(epoch, float(self.warmup))
-        seen = tf.logical_and(mask, averaging)
-        self.sums.assign_add(tf.where(seen, global_losses, 0.0))
-        self.counts.assign_add(tf.cast(seen, tf.float32))
-        nadir = tf.where(self.counts > 0, self.sums / tf.maximum(self.counts, 1.0), 1.0)
-        coefficients = tf.where(epoch > float(self.warmup), stch_coefficients(global_losses, mask, nadir, self.mu),
+        epoch = ops.floor(ops.cast(model.optimizer.iterations, "float32") / period)
+        averaging = ops.equal(epoch, float(self.warmup))
+        seen = ops.logical_and(mask, averaging)
+        self.sums.assign_add(ops.where(seen, global_losses, 0.0))
+        self.counts.assign_add(ops.cast(seen, "float32"))
+        nadir = ops.where(self.counts.value > 0, self.sums.value / ops.maximum(self.counts.value, 1.0), 1.0)
+        coefficients = ops.where(epoch > float(self.warmup), stch_coefficients(global_losses, mask, nadir, self.mu),
                                 log_coefficients(global_losses, mask))
-        coefficients = tf.stop_gradient(coefficients)
+        coefficients = ops.stop_gradient(coefficients)
         total = sum(coefficients[i] * task_losses[t] for i, t in enumerate(self.tasks) if t in task_losses)
         return total, {f"stch_weight_{t}": coefficients[i] for i, t in enumerate(self.tasks)}

@@ -180,3 +180,68 @@ def torch_gradient_level_step(model, data):
     logs.update(model.after_train_step(batch, extra))
     counts["loss"] = torch.as_tensor(float(ops.shape(images)[0]))
     return model._update_metrics(total, terms, y, predictions, logs, counts)
+
+
+def jax_stateful_step(model, state, data):
+    """JAX: the step of a loss-level weighting with state (DWA's epoch means, RLW's draws, FAMO's logits, STCH's
+    nadir point): the loss and its gradient under ``jax.value_and_grad`` with the method's assignments captured in a
+    stateless scope, the update, then the method's own update after it (FAMO's second forward pass) in a scope
+    over the updated state."""
+    import jax
+    from keras import StatelessScope
+
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    batch, _ = model.split_batch(data)
+    images, y = batch[0], batch[1]
+
+    def captured(scope, references, values):
+        return [old if scope.get_current_value(v) is None else scope.get_current_value(v)
+                for v, old in zip(references, values)]
+
+    def loss(trainable_values):
+        mapping = [*zip(model.trainable_variables, trainable_values),
+                   *zip(model.non_trainable_variables, non_trainable),
+                   *zip(model.optimizer.variables, optimizer_variables)]
+        with StatelessScope(state_mapping=mapping) as scope:
+            features, predictions = model.features_and_predictions(images, training=True)
+            counts = {}
+            terms = model.loss_terms(y, predictions, counts, features)
+            total, logs = model._total_loss(terms, None, features, counts)
+        return total, (terms, predictions, counts, logs,
+                       captured(scope, model.non_trainable_variables, non_trainable))
+
+    (total, (terms, predictions, counts, logs, non_trainable)), gradients = jax.value_and_grad(
+        loss, has_aux=True)(trainable)
+    trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, gradients, trainable)
+    mapping = [*zip(model.trainable_variables, trainable), *zip(model.non_trainable_variables, non_trainable),
+               *zip(model.optimizer.variables, optimizer_variables)]
+    with StatelessScope(state_mapping=mapping) as scope:
+        logs.update(model.weighting.after_step(terms, tape=None, features=None, model=model, batch=(images, y)))
+    non_trainable = captured(scope, model.non_trainable_variables, non_trainable)
+    counts["loss"] = jax.numpy.asarray(ops.shape(images)[0], "float32")
+    with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_variables))) as scope:
+        logs = model._update_metrics(total, terms, y, predictions, logs, counts)
+    metrics_variables = captured(scope, model.metrics_variables, metrics_variables)
+    return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+
+
+def torch_stateful_step(model, data):
+    """PyTorch: the step of a loss-level weighting with state: the loss (the method assigns its state as it goes),
+    its gradient, the update, then the method's own update after it."""
+    import torch
+
+    batch, extra = model.split_batch(data)
+    images, y = batch[0], batch[1]
+    features, predictions = model.features_and_predictions(images, training=True)
+    counts = {}
+    terms = model.loss_terms(y, predictions, counts, features)
+    total, logs = model._total_loss(terms, None, features, counts)
+    variables = list(model.trainable_variables)
+    gradients = torch.autograd.grad(total, [v.value for v in variables], allow_unused=True)
+    with torch.no_grad():
+        model.optimizer.apply(list(gradients), variables)
+        logs.update(model.weighting.after_step({k: v.detach() for k, v in terms.items()}, tape=None,
+                                               features=None, model=model, batch=(images, y)))
+        logs.update(model.after_train_step(batch, extra))
+        counts["loss"] = torch.as_tensor(float(ops.shape(images)[0]))
+        return model._update_metrics(total.detach(), terms, y, predictions, logs, counts)
