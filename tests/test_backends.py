@@ -75,8 +75,9 @@ OWN_STEP = _own_step()
 """The per-task-gradient weightings and the loss-level ones with state, whose steps on JAX and PyTorch are
 dmtl's own (dmtl.weighting.step); RLW is left out of the comparison: the same seed draws different numbers on each
 backend (its draws are checked to advance instead)."""
-CASES = {"ew": dict(weighting="ew"), "uw": dict(weighting="uw"), "strength": dict(strength=True)}
-"""Equal weighting with the printed couplings; uncertainty weighting (a learned variable inside Keras's own step);
+CASES = {"ew": dict(weighting="ew"), "uw": dict(weighting="uw"), "gls": dict(weighting="gls"),
+         "strength": dict(strength=True)}
+"""Equal weighting with the printed couplings; uncertainty weighting (a learned variable inside Keras's own step); GLS;
 the relatedness-aware couplings (informativeness weights and confidence gates)."""
 
 OTHER_BACKEND = """
@@ -191,10 +192,10 @@ def test_model_losses_couplings_and_backbones_import_no_tensorflow_under_other_b
     assert result["import"] == {"backend": backend, "tensorflow": False}
 
 
-@pytest.mark.parametrize("weighting", ["ew", "uw"])
+@pytest.mark.parametrize("weighting", ["ew", "uw", "gls"])
 def test_other_backends_give_the_same_losses_one_step_update_and_predictions_as_tensorflow(other, weighting):
-    """Equal weighting, and uncertainty weighting (a learned variable inside Keras's own step, the same code on
-    every backend)."""
+    """Equal weighting, uncertainty weighting (a learned variable inside Keras's own step, the same code on every
+    backend) and the geometric loss strategy (a loss without state)."""
     import keras
 
     backend, out, references, result = other
