@@ -235,6 +235,34 @@ def read_database(out: Path, database: str) -> dict:
     return table
 
 
+def couplings_at_the_end(out: Path, database: str) -> dict:
+    """Per candidate, the last epoch's gradient cosines (``dmtl compare``'s table: tasks, L_DM vs the attributes,
+    L_SCA vs the classes) and teacher-reliability weights (the runs' histories), each a mean over seeds."""
+    import csv
+
+    found = {}
+    for weighting, placement in GROUPS:
+        group = out / database / f"{weighting}-{placement}"
+        if not (group / "results.json").is_file():
+            continue
+        rows = {entry["label"]: entry for entry in json.loads((group / "results.json").read_text())["table"]}
+        for recipe in RECIPES:
+            entry = rows.get(f"C MT ({recipe})")
+            if entry is None:
+                continue
+            cell = {key[len("conflict_"):]: entry[key][0] for key in entry if key.startswith("conflict_")}
+            for column in ("dm_reliability_attributes", "sca_reliability_classes"):
+                last = []
+                for history in sorted((group / "runs").glob(f"c-{recipe}-seed*/history.csv")):
+                    epochs = list(csv.DictReader(history.open()))
+                    if epochs and epochs[-1].get(column) not in (None, ""):
+                        last.append(float(epochs[-1][column]))
+                if last:
+                    cell[column] = float(np.mean(last))
+            found[f"{recipe}/{weighting}/{placement}"] = cell
+    return found
+
+
 def relatedness_strength(results: Path) -> float | None:
     """The mean correlation ratio a coupled run of this database reported (relatedness_report.json)."""
     for report in sorted(results.glob("**/relatedness_report.json")):
@@ -269,7 +297,8 @@ def main(argv=None) -> int:
               "candidates": CANDIDATES, "pruned": pruned, "prune_rule": f"seed 0: more than {PRUNE} below NC MT "
               f"(ew) on either task on any database", "seed0_tables": first,
               "mean_correlation_ratio": {db: relatedness_strength(args.out / db) for db in databases},
-              "tables": tables, **decision,
+              "tables": tables, "couplings_at_the_end": {db: couplings_at_the_end(args.out, db) for db in databases},
+              **decision,
               "rule": "qualifies: (i) on every database not below NC MT (ew) on either task by more than max(NC MT "
                       "std, 0.005), (ii) above NC MT (ew) on both tasks on every informative database; recommended "
                       "= the qualifying candidate with the largest mean over databases of min over tasks of (C - "
@@ -310,6 +339,21 @@ def markdown(report: dict) -> str:
         lines += ["", f"Pruned after seed 0 ({report['prune_rule']}): " + "; ".join(
             f"{n} ({why})" for n, why in report["pruned"].items()) + "."]
     lines += ["", f"Rule: {report['rule']}."]
+    ends = report.get("couplings_at_the_end", {})
+    columns = [("grad_cos_tasks", "cos(classes, attributes)"), ("grad_cos_dm_attributes", "cos(L_DM, attributes)"),
+               ("grad_cos_sca_classes", "cos(L_SCA, classes)"), ("dm_reliability_attributes", "L_DM reliability"),
+               ("sca_reliability_classes", "L_SCA reliability")]
+    if any(ends.values()):
+        lines += ["", "At the last epoch (mean over seeds; gradient cosines on the shared network, Yu et al. 2020; "
+                      "reliability: the teachers' weights, 1 without `reliability`):", "",
+                  "| database | candidate | " + " | ".join(label for _, label in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        for db, per in ends.items():
+            for name, cell in per.items():
+                if name in report["pruned"]:
+                    continue
+                values = [f"{cell[key]:+.3f}" if key in cell and np.isfinite(cell[key]) else "–" for key, _ in columns]
+                lines.append(f"| {db} | {name} | " + " | ".join(values) + " |")
     if "recommended" in report:
         chosen = report["recommended"]
         lines += ["", f"Outcome: recommended = **{chosen}**" + (
