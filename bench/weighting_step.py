@@ -7,6 +7,7 @@ so a load drift hits all alike). Reported: the median of the repeats (this machi
 best, and each method's median step time relative to ew's.
 
     python bench/weighting_step.py --repeats 5 --out bench/results/weighting_step.json
+    python bench/weighting_step.py --backend jax      # bench/results/weighting_step-jax.json (the methods JAX runs)
 """
 from __future__ import annotations
 
@@ -29,20 +30,30 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "weighting_step.json")
+    p.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default="tensorflow")
+    p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    os.environ["KERAS_BACKEND"] = args.backend
+    if args.out is None:
+        suffix = "" if args.backend == "tensorflow" else f"-{args.backend}"
+        args.out = REPO / "bench" / "results" / f"weighting_step{suffix}.json"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import numpy as np
 
-    from dmtl import weighting
-    from dmtl.architectures import ModelSpec, get_architecture
+    from dmtl import compat, weighting
+    from dmtl.architectures import ModelSpec, architecture_class, get_architecture
     from dmtl.relatedness import du_et_al_2014
 
     aus = ["AU1", "AU2", "AU4", "AU6", "AU12", "AU25"]
     methods = args.methods.split(",") if args.methods else list(weighting.REGISTRY)
     if "ew" not in methods:
         methods.insert(0, "ew")
+    refused = {name: "; ".join(reasons) for name in methods
+               if (reasons := compat.problems(weighting.weighting_class(name), architecture_class("shared"),
+                                              weighting_name=name, architecture_name="shared",
+                                              backend=keras.backend.backend()))}
+    methods = [name for name in methods if name not in refused]
     rng = np.random.default_rng(0)
     n = args.batch * 4
     images = rng.uniform(-1, 1, (n, args.size, args.size, 3)).astype(np.float32)
@@ -81,7 +92,8 @@ def main(argv=None) -> int:
         "relative_to_ew_median": {name: median[name] / median["ew"] for name in methods},
         "relative_to_ew_best": {name: best[name] / best["ew"] for name in methods},
         "requires": {name: sorted(weighting.weighting_class(name).requires) for name in methods},
-        "setup": {"backbone": "small", "size": args.size, "batch": args.batch, "steps": args.steps,
+        "refused": refused,
+        "setup": {"backend": keras.backend.backend(), "backbone": "small", "size": args.size, "batch": args.batch, "steps": args.steps,
                   "repeats": args.repeats, "tasks": 2, "cpus": os.cpu_count(), "machine": platform.machine(),
                   "keras": keras.__version__},
     }
