@@ -72,9 +72,6 @@ def problems(weighting, architecture, couplings=(), *, weighting_name=None, arch
         reasons.append(f"strategy 'multi-process' runs on KERAS_BACKEND=jax (keras.distribution); Keras 3's "
                        f"TensorFlow trainer does not support MultiWorkerMirroredStrategy (keras-team/keras#20585); "
                        f"on one machine use strategy mirrored")
-    if strategy == "multi-process" and any(spec.get("reliability") == "validated" for spec in couplings):
-        reasons.append("reliability 'validated' measures the teachers on the validation split in each process, "
-                       "which multi-process runs do not yet do on one shared array: use it on one machine")
     if backend != "tensorflow":
         needs = []
         declared = set(getattr(weighting, "requires", ()) or ())

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")
 pytestmark = pytest.mark.xdist_group("multiprocess")
 NO_EXPORT = ["--set", "export_formats=[]"]  # the tests that do not check the export skip writing it
-GRADIENT_LEVEL = ["--set", "weighting=aligned_mtl"]
+GRADIENT_LEVEL = ["--set", "weighting=aligned_mtl", "--set", "coupling_recipe=symmetric-reliable"]
 ARGS = ["--database", "demo", "--setting", "c", "--input-size", "32", "--batch-size", "8", "--steps-per-epoch", "3",
         "--verbose", "0"]
 
@@ -66,8 +66,9 @@ def data(tmp_path_factory):
 
 def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
     """Two processes of one device each and one process of one device, training a gradient-level weighting
-    (Aligned-MTL: per-task gradients from jax.vjp; equal weighting trains across processes in the test below): the
-    same history and weights; process 1 writes nothing; ``strategy: auto`` on JAX with several local devices is
+    (Aligned-MTL: per-task gradients from jax.vjp; equal weighting trains across processes in the test below) with
+    teacher reliability (every process measures the whole validation split): the same history, reliability
+    weights and model weights; process 1 writes nothing; ``strategy: auto`` on JAX with several local devices is
     DataParallel."""
     port = _port()
     out = tmp_path / "two"
@@ -94,7 +95,9 @@ def test_two_processes_train_like_one_and_only_process_0_writes(data, tmp_path):
     two_history, one_history = (list(csv.DictReader(open(d / "history.csv"))) for d in (out, one))
     assert len(two_history) == 2 and float(two_history[-1]["aligned_mtl_weight_classes"]) > 0
     for a, b in zip(two_history, one_history):
-        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+        for key in ("loss", "dm_reliability_attributes", "sca_reliability_classes"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5), key
+    assert 0 < float(two_history[-1]["dm_reliability_attributes"]) < 1  # measured, not the first epoch's 1
     two_weights, one_weights = _weights(out / "last.weights.h5"), _weights(one / "last.weights.h5")
     assert two_weights.keys() == one_weights.keys()
     for key in one_weights:
