@@ -1,5 +1,7 @@
 """End-to-end inference speed on CPU: faces per second of ``dmtl predict`` (detect + align + model) on photos and on
-a video, for a Keras run, its SavedModel and its ONNX export, beside detection alone (where the time goes).
+a video, for a Keras run, its SavedModel and its ONNX export, beside detection alone (where the time goes) and
+the ONNX route with MTCNN's networks run eagerly, layer by layer, as before they were traced (an A/B in the same
+repeats).
 
 A small model is trained for one epoch on the demo database (the numbers measure the pipeline, not accuracy).
 Each configuration is timed in interleaved repeats; the JSON keeps every repeat, the median and the best.
@@ -56,6 +58,13 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             faces = sum(len(inference.faces_of(item.rgb, detector, 64)) for item in items if item.rgb is not None)
             times.setdefault(f"{input_name}/detection+alignment", []).append((faces, time.perf_counter() - start))
+            os.environ["DMTL_MTCNN_EAGER"] = "1"  # the detector's networks layer by layer, as before (A/B)
+            start = time.perf_counter()
+            rows, counts = inference.predict(predictors["onnx"], paths, detector=args.detector, progress=False,
+                                             log=lambda m: None)
+            times.setdefault(f"{input_name}/onnx, eager MTCNN (before)", []).append(
+                (counts["faces"], time.perf_counter() - start))
+            os.environ.pop("DMTL_MTCNN_EAGER")
             for model_name, predictor in predictors.items():
                 start = time.perf_counter()
                 rows, counts = inference.predict(predictor, paths, detector=args.detector, progress=False,

@@ -1,6 +1,8 @@
 """MTCNN (Zhang et al. 2016) from the ``mtcnn`` package, which ships its weights (TensorFlow; imported lazily)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from dmtl.preprocessing.detectors.base import Detector, Face, normalise_landmarks
@@ -14,10 +16,7 @@ class MTCNNDetector(Detector):
     def __init__(self, min_confidence: float = 0.0, min_face_size: int = 20, threads: int | None = None, **_):
         if threads:
             limit_tensorflow_threads(int(threads))
-        from mtcnn import MTCNN  # TensorFlow-based: only imported where a detector is built
-
-        self.model = MTCNN()
-        compile_networks(self.model)
+        self.model = shared_model(eager=os.environ.get("DMTL_MTCNN_EAGER") == "1")
         self.min_confidence = float(min_confidence)
         self.min_face_size = int(min_face_size)
 
@@ -35,6 +34,22 @@ class MTCNNDetector(Detector):
             faces.append(Face((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), confidence,
                               normalise_landmarks(np.stack([row[6:11], row[11:16]], axis=1))))
         return faces
+
+
+_MODELS: dict = {}
+
+
+def shared_model(eager: bool = False):
+    """The process's MTCNN (its weights load once; its networks traced once), or with ``eager`` (environment
+    ``DMTL_MTCNN_EAGER=1``) one whose networks run layer by layer, as the package runs them."""
+    if eager not in _MODELS:
+        from mtcnn import MTCNN  # TensorFlow-based: only imported where a detector is built
+
+        model = MTCNN()
+        if not eager:
+            compile_networks(model)
+        _MODELS[eager] = model
+    return _MODELS[eager]
 
 
 def compile_networks(model) -> None:
