@@ -6,6 +6,8 @@ Pieces declare ``requires`` (and architectures ``provides``) as sets of capabili
   Provided by the TensorFlow backend only.
 * ``stateful_step``: a weighting whose state is assigned in the step or after it (DWA, RLW, FAMO, STCH): the tape
   step on TensorFlow, dmtl's own step on JAX and PyTorch (:mod:`dmtl.weighting.step`).
+* ``feature_gradients``: gradients of the task losses with respect to the shared features (MGDA-UB, GradDrop):
+  the tape on TensorFlow, dmtl's own step on JAX and PyTorch (:mod:`dmtl.weighting.features`).
 * ``task_gradients``: per-task gradients of the shared variables: TensorFlow's tape step, or on JAX and PyTorch a
   step of their own (``jax.vjp`` / ``torch.autograd.grad``, :mod:`dmtl.weighting.step`).
 * ``shared_features``: one representation shared by every task. Provided by an architecture whose tasks read the
@@ -21,13 +23,15 @@ harness and :attr:`dmtl.model.MultiTaskModel.uses_keras_step` all read it or the
 from __future__ import annotations
 
 TF_STRATEGIES = ("mirrored",)  # tf.distribute strategies (need the TensorFlow backend)
+OWN_STEP = frozenset({"task_gradients", "stateful_step", "feature_gradients"})
+"""What dmtl's own steps on JAX and PyTorch serve (:mod:`dmtl.weighting.step`); TensorFlow's tape step on TF."""
 
 
 def requirements(piece) -> frozenset:
     """What a piece (class or instance) requires; ``task_gradients`` and ``stateful_step`` imply ``tape`` on
     TensorFlow (on JAX and PyTorch dmtl's own steps serve them instead: :func:`problems`)."""
     needs = set(getattr(piece, "requires", ()) or ())
-    if needs & {"task_gradients", "stateful_step"}:
+    if needs & OWN_STEP:
         needs.add("tape")
     return frozenset(needs)
 
@@ -75,7 +79,7 @@ def problems(weighting, architecture, couplings=(), *, weighting_name=None, arch
     if backend != "tensorflow":
         needs = []
         declared = set(getattr(weighting, "requires", ()) or ())
-        own_step = bool(declared) and declared <= {"task_gradients", "stateful_step"}  # dmtl.weighting.step
+        own_step = bool(declared & OWN_STEP) and declared <= OWN_STEP | {"shared_features"}  # weighting.step
         if "tape" in w_needs and not own_step:
             needs.append(f"weighting {w_name!r} " + (
                 "takes gradients with respect to the shared features" if "shared_features" in declared

@@ -384,7 +384,8 @@ class MultiTaskModel(keras.Model):
         if keras.backend.backend() == "torch" and self.gradient_level:  # ... from torch.autograd.grad
             from dmtl.weighting.step import torch_gradient_level_step
             return torch_gradient_level_step(self, *args)
-        if keras.backend.backend() != "tensorflow" and "stateful_step" in getattr(self.weighting, "requires", ()):
+        if keras.backend.backend() != "tensorflow" and {"stateful_step", "feature_gradients"} & set(
+                getattr(self.weighting, "requires", ())):
             from dmtl.weighting import step
             return (step.jax_stateful_step if keras.backend.backend() == "jax" else step.torch_stateful_step)(
                 self, *args)

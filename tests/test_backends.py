@@ -67,14 +67,19 @@ def test_backend_neutral_tests_pass_under_other_backends(backend, request, tmp_p
 
 def _own_step() -> list[str]:
     from dmtl.weighting import REGISTRY, weighting_class
-    return [n for n in REGISTRY if n != "rlw"
-            and set(getattr(weighting_class(n), "requires", ())) & {"task_gradients", "stateful_step"}]
+    return [n for n in REGISTRY if n not in RANDOM
+            and set(getattr(weighting_class(n), "requires", ())) & {"task_gradients", "stateful_step",
+                                                                    "feature_gradients"}]
+
+
+RANDOM = ("rlw", "graddrop")
+"""Methods that draw random numbers every step: the same seed draws different numbers on each backend, so their
+draws are checked to advance instead of compared with TensorFlow's."""
 
 
 OWN_STEP = _own_step()
-"""The per-task-gradient weightings and the loss-level ones with state, whose steps on JAX and PyTorch are
-dmtl's own (dmtl.weighting.step); RLW is left out of the comparison: the same seed draws different numbers on each
-backend (its draws are checked to advance instead)."""
+"""The weightings whose steps on JAX and PyTorch are dmtl's own (dmtl.weighting.step): per-task gradients, state,
+gradients with respect to the features; less the random ones."""
 CASES = {"ew": dict(weighting="ew"), "uw": dict(weighting="uw"), "gls": dict(weighting="gls"),
          "strength": dict(strength=True)}
 """Equal weighting with the printed couplings; uncertainty weighting (a learned variable inside Keras's own step); GLS;
@@ -122,14 +127,16 @@ OTHER_BACKEND = """
         np.savez(f"{out}/gradient-{name}-after.npz", *[numpy(v) for v in model.trainable_variables])
         gradient[name] = {k: float(v) for k, v in logs.items()}
     result["gradient"] = gradient
-    model = build_model(weighting="rlw")  # its draws advance with the step (the generator's state is the model's)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
-    seed = model.weighting.generator.state
-    draws = [numpy(seed).tolist()]
-    for _ in range(2):
-        model.train_on_batch(x, y)
-        draws.append(numpy(seed).tolist())
-    result["rlw_seed_states"] = draws
+    result["seed_states"] = {}
+    for name in ("rlw", "graddrop"):  # their draws advance with the step (the generator's state is the model's)
+        model = build_model(weighting=name)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+        seed = model.weighting.generator.state
+        draws = [numpy(seed).tolist()]
+        for _ in range(2):
+            logs = model.train_on_batch(x, y, return_dict=True)
+            draws.append(numpy(seed).tolist())
+        result["seed_states"][name] = {"draws": draws, "loss": float(logs["loss"])}
 
     from dmtl import config, weighting
     refusals = {}
@@ -238,10 +245,12 @@ def test_weightings_with_their_own_step_take_the_same_steps_as_on_tensorflow(oth
         np.testing.assert_allclose(other_value, tf_value, atol=1e-4)
 
 
-def test_random_loss_weighting_draws_anew_every_step_on_other_backends(other):
+@pytest.mark.parametrize("name", ["rlw", "graddrop"])
+def test_random_weightings_draw_anew_every_step_on_other_backends(other, name):
     _, _, _, result = other
-    states = result["rlw_seed_states"]
+    states = result["seed_states"][name]["draws"]
     assert states[0] != states[1] != states[2]
+    assert np.isfinite(result["seed_states"][name]["loss"])
 
 
 def test_relatedness_aware_couplings_give_the_same_terms_under_other_backends(other):
@@ -266,8 +275,9 @@ def test_what_needs_tensorflow_fails_at_config_time_under_other_backends(other):
             refused.append(f"weighting-{name}")
         else:
             assert result[f"weighting-{name}"] == "ok", name
-    assert {"weighting-mgda", "weighting-gradnorm", "weighting-graddrop"} <= set(refused)
-    assert not {"weighting-pcgrad", "weighting-famo", "weighting-dwa"} & set(refused)  # dmtl's own steps
+    assert {"weighting-gradnorm"} <= set(refused)
+    assert not {"weighting-pcgrad", "weighting-famo", "weighting-dwa", "weighting-mgda", "weighting-graddrop"} & set(
+        refused)  # dmtl's own steps
     for name in refused:
         assert result[name].startswith(f"KERAS_BACKEND={backend}") and "TensorFlow backend only" in result[name], name
 

@@ -13,7 +13,7 @@ A task without labels in the global batch (zero gradient) is left out of the sol
 """
 from __future__ import annotations
 
-import tensorflow as tf
+from keras import ops
 
 from dmtl.weighting.base import Weighting
 from dmtl.weighting.distribute import replica_sum
@@ -27,11 +27,11 @@ def normalised_gram(gram, losses, normalisation: str = "none"):
     """G_ij / (c_i c_j) for the normalisation constants c_t of ``normalisation`` (see the module docstring)."""
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
-    gram = tf.convert_to_tensor(gram, tf.float32)
-    losses = tf.convert_to_tensor(losses, tf.float32)
-    norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-    scale = {"none": tf.ones_like(losses), "l2": norms, "loss": losses, "loss+": losses * norms}[normalisation]
-    scale = tf.where(scale > _EPSILON, scale, 1.0)
+    gram = ops.cast(ops.convert_to_tensor(gram), "float32")
+    losses = ops.cast(ops.convert_to_tensor(losses), "float32")
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+    scale = {"none": ops.ones_like(losses), "l2": norms, "loss": losses, "loss+": losses * norms}[normalisation]
+    scale = ops.where(scale > _EPSILON, scale, 1.0)
     return gram / (scale[:, None] * scale[None, :])
 
 
@@ -40,18 +40,18 @@ def mgda_weights(gram, losses, normalisation: str = "none"):
 
     Tasks whose gradient is zero (no labels in the batch) are excluded (weight 0); with none left, equal weights.
     """
-    gram = tf.convert_to_tensor(gram, tf.float32)
+    gram = ops.cast(ops.convert_to_tensor(gram), "float32")
     n = gram.shape[0]
-    diagonal = tf.linalg.diag_part(gram)
-    present = diagonal > _EPSILON * tf.maximum(tf.reduce_max(diagonal), 1.0)
-    both = tf.logical_and(present[:, None], present[None, :])
+    diagonal = ops.diagonal(gram)
+    present = diagonal > _EPSILON * ops.maximum(ops.max(diagonal), 1.0)
+    both = ops.logical_and(present[:, None], present[None, :])
     scaled = normalised_gram(gram, losses, normalisation)
-    big = 1e6 * (tf.reduce_max(tf.abs(tf.linalg.diag_part(scaled))) + 1.0)
+    big = 1e6 * (ops.max(ops.abs(ops.diagonal(scaled))) + 1.0)
     # an absent task becomes a far-away orthogonal vertex, so the solver gives it (almost) no weight
-    solvable = tf.where(both, scaled, 0.0) + tf.linalg.diag(tf.where(present, 0.0, big))
-    alpha = tf.where(present, min_norm_weights(solvable), 0.0)
-    total = tf.reduce_sum(alpha)
-    return tf.where(total > 0, alpha / tf.maximum(total, _EPSILON), tf.fill([n], 1.0 / n))
+    solvable = ops.where(both, scaled, 0.0) + ops.diag(ops.where(present, 0.0, big))
+    alpha = ops.where(present, min_norm_weights(solvable), 0.0)
+    total = ops.sum(alpha)
+    return ops.where(total > 0, alpha / ops.maximum(total, _EPSILON), ops.full([n], 1.0 / n))
 
 
 class MGDAUB(Weighting):
@@ -63,7 +63,7 @@ class MGDAUB(Weighting):
 
     name = "mgda"
     label = "MGDA-UB"
-    requires = frozenset({"tape", "shared_features"})  # gradients w.r.t. the one shared representation
+    requires = frozenset({"feature_gradients", "shared_features"})  # w.r.t. the one shared representation
     persistent_tape = True
 
     def __init__(self, normalisation: str = "loss+", **options):
@@ -75,25 +75,23 @@ class MGDAUB(Weighting):
     def log_names(self, model) -> list[str]:
         return [f"mgda_weight_{t}" for t in model.tasks]
 
-    def task_weights(self, task_losses: dict, *, tape, features):
+    def task_weights(self, task_losses: dict, *, tape, features, model=None):
         """alpha (n,) for the tasks in ``task_losses`` order, identical on every replica."""
+        from dmtl.weighting.features import feature_gradients, not_recorded
+
         names = list(task_losses)
-        with tape.stop_recording():
-            gradients = []
-            for name in names:
-                gradient = tape.gradient(task_losses[name], features,
-                                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                gradients.append(tf.reshape(tf.cast(gradient, tf.float32), [-1]))
-            flat = tf.stack(gradients)
-            gram = replica_sum(tf.matmul(flat, flat, transpose_b=True))
-            losses = replica_sum(tf.stack([tf.cast(task_losses[n], tf.float32) for n in names]))
+        gradients = feature_gradients(task_losses, features, tape=tape, model=model)
+        with not_recorded(tape):
+            flat = ops.stack([ops.reshape(ops.cast(g, "float32"), [-1]) for g in gradients])
+            gram = replica_sum(ops.matmul(flat, ops.transpose(flat)))
+            losses = replica_sum(ops.stack([ops.cast(task_losses[n], "float32") for n in names]))
             alpha = mgda_weights(gram, losses, self.normalisation)
-        return tf.stop_gradient(alpha)
+        return ops.stop_gradient(alpha)
 
     def combine(self, task_losses, *, tape=None, features=None, model=None, present=None):
         names = list(task_losses)
         if len(names) == 1:
-            return task_losses[names[0]], {f"mgda_weight_{names[0]}": tf.constant(1.0)}
-        alpha = self.task_weights(task_losses, tape=tape, features=features)
+            return task_losses[names[0]], {f"mgda_weight_{names[0]}": ops.convert_to_tensor(1.0)}
+        alpha = self.task_weights(task_losses, tape=tape, features=features, model=model)
         total = sum(alpha[i] * task_losses[name] for i, name in enumerate(names))
         return total, {f"mgda_weight_{name}": alpha[i] for i, name in enumerate(names)}

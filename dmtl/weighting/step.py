@@ -206,7 +206,13 @@ def jax_stateful_step(model, state, data):
             features, predictions = model.features_and_predictions(images, training=True)
             counts = {}
             terms = model.loss_terms(y, predictions, counts, features)
-            total, logs = model._total_loss(terms, None, features, counts)
+            # MGDA-UB and GradDrop differentiate the task losses with respect to the shared features
+            model.feature_losses = lambda z: model.task_losses(model.loss_terms(
+                y, {name: head(z, training=True) for name, head in model.heads.items()}, {}, z))
+            try:
+                total, logs = model._total_loss(terms, None, features, counts)
+            finally:
+                model.feature_losses = None
         return total, (terms, predictions, counts, logs,
                        captured(scope, model.non_trainable_variables, non_trainable))
 
