@@ -285,6 +285,10 @@ def main(argv=None) -> int:
                 run_group(database, args.out, group, RECIPES, 1, True)
     first = {db: read_database(args.out, db) for db in databases}
     pruned = prune(first, [c for c in CANDIDATES if all(c in first[db] for db in databases)])
+    if args.collect and args.results.is_file():  # the later seeds' comparisons list the survivors only: keep the
+        earlier = json.loads(args.results.read_text())  # pruning and seed-0 tables of the run that pruned
+        if earlier.get("databases") == databases and earlier.get("pruned"):
+            pruned, first = earlier["pruned"], earlier["seed0_tables"]
     if not args.collect and args.seeds > 1:
         for database in databases:
             for group in GROUPS:
