@@ -92,6 +92,23 @@ def gradient_level_step(model, tape, task_losses: dict, scaled_task_losses: dict
     return apply_method(model, per_task, rest_gradients, variables, losses, present, scale)
 
 
+def _captured(scope, references, values) -> list:
+    """The values a stateless scope ended with for ``references`` (``values`` where nothing was assigned)."""
+    return [old if scope.get_current_value(v) is None else scope.get_current_value(v)
+            for v, old in zip(references, values)]
+
+
+def _jax_metrics(model, metrics_variables, total, terms, y, predictions, logs, counts, images):
+    """JAX: the step's metrics, updated statelessly; ``(logs, new metrics variables)``."""
+    import jax.numpy as jnp
+    from keras import StatelessScope
+
+    counts["loss"] = jnp.asarray(ops.shape(images)[0], "float32")
+    with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_variables))) as scope:
+        logs = model._update_metrics(total, terms, y, predictions, logs, counts)
+    return logs, _captured(scope, model.metrics_variables, metrics_variables)
+
+
 def jax_gradient_level_step(model, state, data):
     """JAX: Keras's stateless ``train_step(state, data)`` for a gradient-level weighting. One forward pass under
     ``jax.vjp`` gives the task losses and the rest; one pullback per output gives their gradients; the method
@@ -115,8 +132,7 @@ def jax_gradient_level_step(model, state, data):
             task_losses = model.weighting.transform_losses(model.task_losses(terms),
                                                            model.present_tasks(terms, counts))
             rest = model.rest_total(terms)
-        updated = [scope.get_current_value(v) for v in model.non_trainable_variables]
-        updated = [old if new is None else new for new, old in zip(updated, non_trainable)]
+        updated = _captured(scope, model.non_trainable_variables, non_trainable)
         keys[:] = list(task_losses)
         outputs = jnp.stack([jnp.asarray(task_losses[k], "float32") for k in keys]
                             + [jnp.asarray(rest, "float32")])
@@ -132,15 +148,11 @@ def jax_gradient_level_step(model, state, data):
     with StatelessScope(state_mapping=mapping) as scope:
         updates, logs = apply_method(model, gradients[:-1], gradients[-1], list(model.trainable_variables),
                                      outputs[:-1], present)
-    non_trainable = [old if scope.get_current_value(v) is None else scope.get_current_value(v)
-                     for v, old in zip(model.non_trainable_variables, non_trainable)]
+    non_trainable = _captured(scope, model.non_trainable_variables, non_trainable)
     # 3. the update, then the metrics
     trainable, optimizer_variables = model.optimizer.stateless_apply(optimizer_variables, updates, trainable)
-    counts["loss"] = jnp.asarray(ops.shape(images)[0], "float32")
-    with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_variables))) as scope:
-        logs = model._update_metrics(jnp.sum(outputs), terms, y, predictions, logs, counts)
-    metrics_variables = [old if scope.get_current_value(v) is None else scope.get_current_value(v)
-                         for v, old in zip(model.metrics_variables, metrics_variables)]
+    logs, metrics_variables = _jax_metrics(model, metrics_variables, jnp.sum(outputs), terms, y, predictions, logs,
+                                           counts, images)
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 
 
@@ -194,10 +206,6 @@ def jax_stateful_step(model, state, data):
     batch, _ = model.split_batch(data)
     images, y = batch[0], batch[1]
 
-    def captured(scope, references, values):
-        return [old if scope.get_current_value(v) is None else scope.get_current_value(v)
-                for v, old in zip(references, values)]
-
     def loss(trainable_values):
         mapping = [*zip(model.trainable_variables, trainable_values),
                    *zip(model.non_trainable_variables, non_trainable),
@@ -214,7 +222,7 @@ def jax_stateful_step(model, state, data):
             finally:
                 model.feature_losses = None
         return total, (terms, predictions, counts, logs,
-                       captured(scope, model.non_trainable_variables, non_trainable))
+                       _captured(scope, model.non_trainable_variables, non_trainable))
 
     (total, (terms, predictions, counts, logs, non_trainable)), gradients = jax.value_and_grad(
         loss, has_aux=True)(trainable)
@@ -223,11 +231,9 @@ def jax_stateful_step(model, state, data):
                *zip(model.optimizer.variables, optimizer_variables)]
     with StatelessScope(state_mapping=mapping) as scope:
         logs.update(model.weighting.after_step(terms, tape=None, features=None, model=model, batch=(images, y)))
-    non_trainable = captured(scope, model.non_trainable_variables, non_trainable)
-    counts["loss"] = jax.numpy.asarray(ops.shape(images)[0], "float32")
-    with StatelessScope(state_mapping=list(zip(model.metrics_variables, metrics_variables))) as scope:
-        logs = model._update_metrics(total, terms, y, predictions, logs, counts)
-    metrics_variables = captured(scope, model.metrics_variables, metrics_variables)
+    non_trainable = _captured(scope, model.non_trainable_variables, non_trainable)
+    logs, metrics_variables = _jax_metrics(model, metrics_variables, total, terms, y, predictions, logs, counts,
+                                           images)
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 
 
