@@ -66,13 +66,15 @@ def class_targets(y_true, num_classes: int, label_smoothing: float = 0.0):
     return targets, mask
 
 
-def masked_categorical_crossentropy_terms(y_true, class_probs, label_smoothing: float = 0.0):
-    """Eq. 1, expression/class part: per image -sum_c t_c log p(c|x); mask = image has a class label."""
+def masked_categorical_crossentropy_terms(y_true, class_probs, label_smoothing: float = 0.0, weights=None):
+    """Eq. 1, expression/class part: per image -sum_c t_c log p(c|x); mask = image has a class label.
+    ``weights``: (B,) per-image weights of the term (e.g. a pseudo-label's reliability; 1 = ground truth)."""
     class_probs = ops.cast(class_probs, "float32")
     targets, mask = class_targets(y_true, class_probs.shape[-1], label_smoothing)
     # unlabelled rows are replaced before the log, so neither their value nor their gradient can be NaN
     class_probs = ops.where(mask[:, None] > 0, class_probs, ops.ones_like(class_probs))
-    return -ops.sum(targets * _log(class_probs), axis=-1), mask
+    values = -ops.sum(targets * _log(class_probs), axis=-1)
+    return (values if weights is None else values * ops.cast(weights, "float32")), mask
 
 
 def masked_categorical_crossentropy(y_true, class_probs, label_smoothing: float = 0.0):
@@ -80,8 +82,9 @@ def masked_categorical_crossentropy(y_true, class_probs, label_smoothing: float 
     return masked_mean(*masked_categorical_crossentropy_terms(y_true, class_probs, label_smoothing))
 
 
-def masked_binary_crossentropy_terms(y_true, attribute_probs):
-    """Eq. 1, AU/attribute part: per image sum_k d_k BCE_k / sum_k d_k; mask = image has >= 1 attribute label."""
+def masked_binary_crossentropy_terms(y_true, attribute_probs, weights=None):
+    """Eq. 1, AU/attribute part: per image sum_k d_k BCE_k / sum_k d_k; mask = image has >= 1 attribute label.
+    ``weights``: (B, M) per-entry weights w_k (sum_k d_k w_k BCE_k / sum_k d_k; 1 = ground truth)."""
     y_true = ops.cast(y_true, "float32")
     attribute_probs = ops.cast(attribute_probs, "float32")
     labelled = ops.cast(y_true >= 0, "float32")
@@ -90,6 +93,8 @@ def masked_binary_crossentropy_terms(y_true, attribute_probs):
     attribute_probs = ops.where(labelled > 0, attribute_probs, 0.5 * ops.ones_like(attribute_probs))
     bce = -(y * _log(attribute_probs) + (1.0 - y) * _log1m(attribute_probs))
     count = ops.sum(labelled, axis=-1)
+    if weights is not None:
+        bce = bce * ops.cast(weights, "float32")
     per_image = ops.sum(bce * labelled, axis=-1) / ops.maximum(count, 1.0)
     return per_image, ops.cast(count > 0, "float32")
 
@@ -344,3 +349,26 @@ def masked_subset_bce_terms(y_true, probabilities, columns):
     probabilities (B, len(columns)); mask = at least one of them labelled."""
     y_true = ops.take(ops.cast(y_true, "float32"), np.asarray(columns, np.int32), axis=-1)
     return masked_binary_crossentropy_terms(y_true, probabilities)
+
+
+def jtr_terms(predicted, filled, encode, decode):
+    """JTR (Nishi et al. 2024) per image: L_Dist = mean_j (g1(Yhat) - g1(Y))_j^2 and L_Recon = mean_i
+    (g2(g1(sg Yhat)) - sg Yhat)_i^2 + mean_i (g2(g1(sg Y)) - sg Y)_i^2; ``predicted`` Yhat, ``filled`` Y (B, K+M),
+    ``encode`` g1, ``decode`` g2. L_Recon's gradient reaches g1 and g2 only."""
+    distance = ops.mean(ops.square(encode(predicted) - encode(filled)), axis=-1)
+    reconstruction = 0.0
+    for stacked in (ops.stop_gradient(predicted), ops.stop_gradient(filled)):
+        reconstruction = reconstruction + ops.mean(ops.square(decode(encode(stacked)) - stacked), axis=-1)
+    return distance, reconstruction
+
+
+def l2_normalised(values, epsilon: float = 1e-6):
+    """values / sqrt(sum values^2 + epsilon) over the last axis (KD4MTL's feature normalisation)."""
+    values = ops.cast(values, "float32")
+    return values / ops.sqrt(ops.sum(ops.square(values), axis=-1, keepdims=True) + epsilon)
+
+
+def kd_mtl_terms(adapted_student, teacher):
+    """KD-MTL (Li & Bilen 2020) per image: || A_t(f_s(x)) / ||A_t(f_s(x))|| - f_t(x) / ||f_t(x)|| ||^2, the
+    teacher's feature detached (it is frozen)."""
+    return ops.sum(ops.square(l2_normalised(adapted_student) - ops.stop_gradient(l2_normalised(teacher))), axis=-1)

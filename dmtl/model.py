@@ -209,25 +209,30 @@ class MultiTaskModel(keras.Model):
             counts[name] = counts.get(name, 0.0) + count
         return losses.masked_mean(values, mask, denominator=count)
 
-    def loss_terms(self, y, predictions, counts=None, features=None) -> dict:
+    def loss_terms(self, y, predictions, counts=None, features=None, images=None) -> dict:
         """Unweighted loss terms, each a masked mean normalised over all replicas' contributing images.
 
         ``counts``: a dict filled with each term's number of contributing images over all replicas (the weight
         of the step in the epoch's mean, so logged losses are exact masked means over a whole split).
-        ``features``: the representation the heads read (auxiliary terms use the shared one)."""
+        ``features``: the representation the heads read (auxiliary terms use the shared one); ``images``: the
+        batch (for auxiliary terms that run networks of their own on it, e.g. KD-MTL's teachers).
+        ``y`` may carry ``classes_weight`` (B,) / ``attributes_weight`` (B, M): per-label weights (a label
+        completion's pseudo-labels, :mod:`dmtl.label_completion.self_adaptive`)."""
         terms = {}
         if counts is not None and "classes" in y and len(y["classes"].shape) == 1:
             counts["invalid_class_labels"] = ops.sum(ops.cast(ops.convert_to_tensor(y["classes"]) >= max(
                 self.num_classes, 1), "float32"))
         if "classes" in self.tasks and "classes" in y:
             terms["classes"] = self._global_mean(losses.masked_categorical_crossentropy_terms(
-                y["classes"], predictions["classes"], self.label_smoothing), counts, "classes")
+                y["classes"], predictions["classes"], self.label_smoothing, y.get("classes_weight")), counts,
+                "classes")
         if "attributes" in self.tasks and "attributes" in y:
             terms["attributes"] = self._global_mean(losses.masked_binary_crossentropy_terms(
-                y["attributes"], predictions["attributes"]), counts, "attributes")
+                y["attributes"], predictions["attributes"], y.get("attributes_weight")), counts, "attributes")
         if self.couplings and "classes" in y and "attributes" in y:
             for coupling in self.couplings:
-                parts = coupling.terms(y, predictions, self.relatedness, features=features)
+                parts = coupling.terms(y, predictions, self.relatedness, features=features,
+                                       **({"images": images} if coupling.needs_images else {}))
                 means = [self._global_mean(part, counts, coupling.name) for part in parts]
                 terms[coupling.name] = sum(means)
                 if self.coupling_placement == "student":
@@ -411,7 +416,7 @@ class MultiTaskModel(keras.Model):
         gradient_level = self.gradient_level
         with tf.GradientTape(persistent=self.weighting.persistent_tape or gradient_level) as tape:
             features, predictions = self.features_and_predictions(images, training=True)
-            terms = self.loss_terms(y, predictions, counts, features)
+            terms = self.loss_terms(y, predictions, counts, features, images)
             if gradient_level:
                 task_losses = self.weighting.transform_losses(self.task_losses(terms),
                                                               self.present_tasks(terms, counts))
@@ -440,7 +445,7 @@ class MultiTaskModel(keras.Model):
         images, y = batch[0], batch[1]
         features, predictions = self.features_and_predictions(images, training=False)
         counts = {}
-        terms = self.loss_terms(y, predictions, counts, features)
+        terms = self.loss_terms(y, predictions, counts, features, images)
         counts["loss"] = replica_sum(ops.cast(ops.shape(images)[0], "float32"))
         return self._update_metrics(self.plain_total(terms), terms, y, predictions, {}, counts)
 

@@ -16,8 +16,8 @@ class StageContext:
     ``plan``: the resolved :class:`dmtl.training.plan.RunPlan`; ``epochs``/``steps``: the main training's;
     ``train``/``val``: its datasets; ``make_optimizer()``: a fresh optimizer as configured; ``compile_options``:
     the other ``compile`` arguments (``jit_compile``, ``run_eagerly``);
-    ``train_run(overrides, run_dir)``: trains a sub-run of this configuration; ``predict_train(run_dir)``:
-    a trained sub-run's predictions on the training split of every data folder."""
+    ``train_run(overrides, run_dir)``: trains a sub-run of this configuration; ``predict_train(run_dir,
+    split="train")``: a trained run's ``(predictions, labels)`` on that split of every data folder."""
 
     run_dir: Path
     plan: object

@@ -54,12 +54,19 @@ def compatible(weighting_name: str, architecture_name: str) -> bool:
 
 
 def auxiliary_terms(architecture_name: str) -> list:
-    """The related methods' auxiliary terms (MTPSL, AAL), on every architecture with one shared representation."""
+    """Every registered auxiliary term of the related methods (MTPSL, AAL, JTR, KD-MTL, ...) with its harness
+    options, on every architecture that offers what it requires (:func:`dmtl.compat.problems` decides)."""
+    from dmtl import compat, coupling
     from dmtl.architectures import architecture_class
-    from dmtl.coupling import get_coupling
-    if "shared_features" not in architecture_class(architecture_name).provides:
-        return []
-    return [get_coupling("mtpsl", hidden_units=8), get_coupling("aal", pairs=[["AU1", "AU2"], ["AU4", "AU12"]])]
+    from dmtl.weighting import weighting_class
+    out = []
+    for name in sorted(coupling.REGISTRY):
+        cls = coupling.coupling_class(name)
+        if not cls.auxiliary or compat.problems(weighting_class("ew"), architecture_class(architecture_name),
+                                                [{"name": name}], architecture_name=architecture_name):
+            continue
+        out.append(coupling.get_coupling(name, **cls.harness_options(AUS)))
+    return out
 
 
 def partial_data(n=16, num_attributes=len(AUS), seed=0, interleaved=False):

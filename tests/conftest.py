@@ -26,6 +26,7 @@ SLOW = {
         "test_train_with_local_imagenet_format_weights_and_imagenet_offline",
         "test_keras_and_savedmodel_give_identical_metrics", "test_cli_start_is_quiet_one_line_error_in_a_fresh_process",
         "test_related_methods_train_through_train_py_and_appear_in_a_compare_table",
+        "test_partial_label_baselines_train_from_the_st_rows_of_a_compare",
         "test_mixed_precision_trains_with_finite_losses_and_exports_float32",
         "test_kill_during_the_final_save_resumes_to_the_save_without_retraining"},
     "test_weighting.py": {"test_every_weighting_under_mirrored_strategy_equals_the_single_device_step",

@@ -353,7 +353,7 @@ def test_non_finite_loss_stops_training_and_exports_nothing(demo_data, tmp_path,
     bce = losses.masked_binary_crossentropy_terms
     # a loss that turns NaN (a NaN lr, the earlier way to get one, is now refused by the config)
     monkeypatch.setattr(losses, "masked_binary_crossentropy_terms",
-                        lambda y, p: (bce(y, p)[0] * float("nan"), bce(y, p)[1]))
+                        lambda y, p, w=None: (bce(y, p)[0] * float("nan"), bce(y, p)[1]))
     out = tmp_path / "nan"
     code = train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
                        "--epochs", "2", *TINY])
@@ -595,3 +595,25 @@ def test_onnx_and_litert_exports_equal_the_keras_model_and_carry_their_metadata(
         match = [o for o in outputs if o.shape == value.shape]
         assert any(np.allclose(o, value, atol=1e-4) for o in match), key
     assert export_cli.main(["--run", str(tmp_path / "nothing"), "--format", "onnx"]) == 2
+
+
+def test_partial_label_baselines_train_from_the_st_rows_of_a_compare(demo_data, tmp_path):
+    """``compare --methods jtr,kd-mtl,sa-pl`` beside ST: KD-MTL and SA-PL learn from the ST rows of the same seed
+    (no teacher sub-runs), and every row lands in the table."""
+    from dmtl.cli import compare
+
+    out = tmp_path / "partial"
+    assert compare.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--settings", "st",
+                         "--methods", "jtr,kd-mtl,sa-pl", "--seeds", "1", "--set", "epochs=1", "--set", "batch_size=8",
+                         "--set", "steps_per_epoch=2", "--set", "input_size=32", *SWEEP]) == 0
+    table = (out / "results.md").read_text()
+    for label in ("| ST |", "| JTR |", "| KD-MTL |", "| SA-PL NC MT |"):
+        assert label in table, table
+    runs = out / "runs"
+    assert "jtr_loss" in open(runs / "jtr-nc-seed0" / "history.csv").readline()
+    assert "kd_mtl_loss" in open(runs / "kd-mtl-nc-seed0" / "history.csv").readline()
+    for name in ("kd-mtl-nc", "sa-pl-nc"):
+        assert not (runs / f"{name}-seed0" / "teachers").exists()
+        assert str(runs / "st-classes-seed0") in (runs / f"{name}-seed0" / "config.yaml").read_text()
+    summary = json.loads((runs / "sa-pl-nc-seed0" / "pseudo_labels.json").read_text())
+    assert summary["tasks"]["classes"]["pseudo_labels"] > 0 and summary["tasks"]["attributes"]["pseudo_labels"] > 0

@@ -148,7 +148,7 @@ class JointDistributionModel(MultiTaskModel):
         decoder_variables = self.decoder.trainable_variables
         with tf.GradientTape() as tape:
             features, predictions = self.features_and_predictions(images, training=True)
-            terms = self.loss_terms(y, predictions, counts, features)
+            terms = self.loss_terms(y, predictions, counts, features, images)
             supervised = self.plain_total(terms)
             latent = self.encode_latent(features)
             noise = keras.random.normal((batch, self.latent_dim), seed=self.noise_generator)

@@ -1,6 +1,7 @@
 """Coupling losses, one per module, registered by name: ``dm`` (distribution matching, Eq. 2-3) and ``sca``
 (soft co-annotation, Eq. 4-6), and the related methods' auxiliary terms ``mtpsl`` (cross-task consistency, Li et
-al. 2022) and ``aal`` (adversarial attribute learning by gradient reversal). Adding one is a module with a :class:`Coupling` subclass plus a line in
+al. 2022), ``aal`` (adversarial attribute learning by gradient reversal), ``jtr`` (joint-task regularization, Nishi
+et al. 2024) and ``kd_mtl`` (distillation from single-task teachers, Li & Bilen 2020). Adding one is a module with a :class:`Coupling` subclass plus a line in
 :data:`REGISTRY`.
 
 Recipes (:data:`RECIPES`) are named sets of couplings with their options: ``printed`` is the paper's equations
@@ -20,6 +21,8 @@ REGISTRY = {
     # auxiliary terms of related methods (config key ``auxiliary``; own networks, dropped from the export)
     "mtpsl": "dmtl.coupling.mtpsl:CrossTaskConsistency",
     "aal": "dmtl.coupling.aal:AdversarialAttributes",
+    "jtr": "dmtl.coupling.jtr:JointTaskRegularization",
+    "kd_mtl": "dmtl.coupling.kd_mtl:KnowledgeDistillation",
 }
 
 # The paper as printed: L_DM (Eq. 3, relatedness as Eq. 2 prints it for the database) + L_SCA (Eq. 6), weight 1.

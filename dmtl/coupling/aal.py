@@ -70,6 +70,11 @@ class AdversarialAttributes(Coupling):
         self.adversaries = list(dict.fromkeys(b for _, b in pairs))
         self.head = self.reverse = None
 
+    @classmethod
+    def harness_options(cls, attribute_names):
+        names = list(attribute_names)
+        return {"pairs": [names[i:i + 2] for i in range(0, len(names) - 1, 2)][:2]}
+
     def check_names(self, class_names, attribute_names) -> None:
         """Raises ValueError naming any attribute of ``pairs`` the data does not have."""
         unknown = sorted({n for p in self.pairs for n in p} - set(attribute_names))

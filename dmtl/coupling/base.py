@@ -74,6 +74,8 @@ class Coupling:
     requires: frozenset = frozenset()  # :mod:`dmtl.compat`: {"shared_features", "tape"} for auxiliary terms
     auxiliary = None  # an auxiliary term of a related method: its ``--method`` shorthand and label, e.g.
     # ("mtpsl", "MTPSL"); None for the paper's couplings (the coupling ablation's rows)
+    needs_images = False  # :meth:`terms` runs networks of its own on the batch's images (``images=``)
+    uses_teachers = False  # reads the single-task runs (option ``teachers``; ``compare`` passes its ST rows)
 
     @property
     def needs_shared_features(self) -> bool:
@@ -110,6 +112,21 @@ class Coupling:
         """Creates the term's trainable networks for ``model`` (features of ``feature_shape``); returns them so
         the model tracks, trains and saves them. None by default."""
         return []
+
+    @classmethod
+    def prepare(cls, options: dict, context) -> dict:
+        """A stage before the model is built (e.g. training the single-task teachers): returns the options the
+        term is built with. ``context``: a :class:`dmtl.stages.StageContext`. Nothing by default."""
+        return options
+
+    def initialise(self, model, load_run) -> None:
+        """After the model is built, before training (e.g. loading the teachers' weights; ``load_run(run_dir)``
+        loads a run's model). Nothing by default."""
+
+    @classmethod
+    def harness_options(cls, attribute_names) -> dict:
+        """Small options the conformance harness builds the term with (``tests/conformance.py``)."""
+        return {}
 
     def scale(self, progress):
         """The weight at ``progress`` epochs of training (ramp-up applied)."""

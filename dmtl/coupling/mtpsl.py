@@ -94,6 +94,10 @@ class CrossTaskConsistency(Coupling):
         self.hidden_units, self.depth, self.regulariser = int(hidden_units), int(depth), float(regulariser)
         self.mapping = None
 
+    @classmethod
+    def harness_options(cls, attribute_names):
+        return {"hidden_units": 8}
+
     def build_layers(self, model, feature_shape):
         self.num_classes = model.num_classes
         self.mapping = JointTaskMapping({"classes": model.num_classes, "attributes": model.num_attributes},

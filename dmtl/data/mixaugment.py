@@ -76,6 +76,11 @@ def mix_batch(images, labels: dict, lam, permutation, num_classes: int):
     mixed_attributes = tf.where(labelled, lam_row * attributes + (1.0 - lam_row) * attributes_j, float(MISSING))
 
     out_labels = dict(labels)
+    for key in ("classes_weight", "attributes_weight"):  # per-label weights (pseudo-labels) blend like the labels
+        if key in labels:
+            weight = tf.cast(labels[key], tf.float32)
+            lam_w = lam if len(weight.shape) == 1 else lam_row
+            out_labels[key] = tf.concat([weight, lam_w * weight + (1.0 - lam_w) * tf.gather(weight, permutation)], 0)
     out_labels["classes"] = tf.concat([classes, mixed_classes], axis=0)
     out_labels["attributes"] = tf.concat([attributes, mixed_attributes], axis=0)
     return tf.concat([images, mixed_images], axis=0), out_labels

@@ -114,6 +114,31 @@ def row_extra(extra, overrides) -> dict:
     return extra
 
 
+def uses_teachers(method) -> bool:
+    """Whether the ``--methods`` shorthand's piece learns from the single-task runs (KD-MTL, SA-PL: their
+    ``uses_teachers``)."""
+    from dmtl import coupling, label_completion
+
+    table = config_lib.method_shorthands()
+    if method not in table:
+        return False
+    _, _, completion, axis = table[method]
+    if axis == "auxiliary":
+        return coupling.coupling_class(config_lib.method_auxiliary()[method]).uses_teachers
+    return bool(getattr(label_completion.completion_class(completion), "uses_teachers", False))
+
+
+def teacher_overrides(overrides, rows, out, suffix: str) -> dict:
+    """Where the comparison trains the ST row, a method that learns from single-task teachers reads that row's runs
+    of the same seed (or fold) instead of training its own (``teachers`` option; ST runs first in each seed)."""
+    method = overrides.get("method")
+    if not uses_teachers(method) or not any(row.label == "ST" for row in rows):
+        return {}
+    runs = Path(out) / "runs"
+    return {"method_options": {"teachers": {"classes": str(runs / f"st-classes-{suffix}"),
+                                            "attributes": str(runs / f"st-attributes-{suffix}")}}}
+
+
 def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None, verbose=0,
             folds=False) -> list[dict]:
     """Trains and evaluates every run of every row for every seed (or fold: ``folds=True`` makes each value
@@ -134,8 +159,9 @@ def run_all(database, out, rows, seeds, data=None, config_file=None, extra=None,
             merged = {"label": row.label, "seed": seed}
             for name, overrides in row.runs:
                 fold = {"fold": seed} if folds else {}
+                teachers = teacher_overrides(overrides, rows, out, f"{'fold' if folds else 'seed'}{seed}")
                 config = config_lib.resolve(database, config_file, {**row_extra(extra, overrides), **overrides,
-                                                                    **fold, "seed": seed, "data": data})
+                                                                    **teachers, **fold, "seed": seed, "data": data})
                 run_dir = out / "runs" / f"{name}-{'fold' if folds else 'seed'}{seed}"
                 elapsed = time.time() - start
                 eta = (f", ETA {elapsed / len(done) * (len(unique) - len(done)) / 60:.1f} min" if done else "")

@@ -1,6 +1,6 @@
 """Label-completion schemes (what the model trains on where a task's labels are missing), one per module behind
 :class:`LabelCompletion`, selected by name (config ``label_completion``, or ``--method st-t``): ``none`` (masked,
-the paper's) and ``student_teacher`` (S-T NC MT). Adding one is a module plus a line in :data:`REGISTRY`."""
+the paper's), ``student_teacher`` (S-T NC MT) and ``self_adaptive`` (reliability-weighted pseudo-labels, ``sa-pl``). Adding one is a module plus a line in :data:`REGISTRY`."""
 from __future__ import annotations
 
 from dmtl.registry import lookup
@@ -11,6 +11,7 @@ from dmtl.label_completion.base import LabelCompletion
 REGISTRY = {
     "none": "dmtl.label_completion.base:NoCompletion",
     "student_teacher": "dmtl.label_completion.student_teacher:StudentTeacher",
+    "self_adaptive": "dmtl.label_completion.self_adaptive:SelfAdaptive",
 }
 
 

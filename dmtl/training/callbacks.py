@@ -233,10 +233,11 @@ class GradientConflict(keras.callbacks.Callback):
 
         model = self.model
         features, predictions = model.features_and_predictions(x, training=False)
-        terms = model.loss_terms(y, predictions, None, features)
+        terms = model.loss_terms(y, predictions, None, features, x)
         out = {t: terms[t] for t in model.tasks if t in terms}
         for coupling in model.couplings:
-            parts = coupling.terms(y, predictions, model.relatedness, features=features)
+            parts = coupling.terms(y, predictions, model.relatedness, features=features,
+                                   **({"images": x} if coupling.needs_images else {}))
             for students, (values, mask) in zip(coupling.part_students(len(parts)), parts):
                 if len(students) == 1:
                     out[f"{coupling.name}_{students[0]}"] = losses.masked_mean(values, mask)

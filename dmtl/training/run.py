@@ -24,6 +24,7 @@ from dmtl.io import DiskFull, atomic_path, is_disk_full, write_json
 from dmtl.lock import FolderLock, FolderLocked
 from dmtl.outputs import remove_orphan_temporaries
 from dmtl.label_completion import get_label_completion
+from dmtl.serializables import load_run_model
 from dmtl.stages import StageContext
 from dmtl.training.callbacks import (AtomicBackupAndRestore, AtomicCheckpoint, EpochHistory, EpochSummary,
                                      GradientConflict, NonFiniteLoss, RestoreOnly, TeacherReliability,
@@ -186,18 +187,33 @@ def _data_and_targets(config: dict, plan: RunPlan, run_dir: Path, verbose):
     def train_run(overrides, sub_dir):
         return run({**config, **overrides}, sub_dir, verbose=verbose)
 
-    def predict_train(sub_dir):
+    def predict(sub_dir, split="train"):
         predictor = load_predictor(sub_dir, "keras")[0]
-        return [predict_split(predictor, [d], "train", plan.class_names, plan.attribute_names,
+        return [predict_split(predictor, [d], split, plan.class_names, plan.attribute_names,
                               train_plan.batch_size, plan.input_shape[:2], plan.data.unlisted, plan.fold)
                 for d in plan.dirs]
 
     context = StageContext(run_dir, plan, train_plan.epochs, make_optimizer=lambda: make_optimizer(train_plan),
                            compile_options=train_plan.compile_options,
-                           train_run=train_run, predict_train=predict_train, verbose=verbose)
+                           train_run=train_run, predict_train=predict, verbose=verbose)
     completion = get_label_completion(method.label_completion, **method.label_completion_options)
     context.targets = completion.targets(context)
+    _prepare_couplings(method, context)
     return context, architecture
+
+
+def _prepare_couplings(method, context: StageContext) -> None:
+    """Each coupling's stage before the model is built (e.g. KD-MTL's single-task teachers): its options are
+    replaced by what the stage returns."""
+    from dmtl.coupling import coupling_class
+    from dmtl.teachers import TeacherError
+
+    for i, spec in enumerate(method.couplings):
+        options = {k: v for k, v in spec.items() if k != "name"}
+        try:
+            method.couplings[i] = {"name": spec["name"], **coupling_class(spec["name"]).prepare(options, context)}
+        except TeacherError as error:
+            raise RunError(str(error)) from None
 
 
 def _strategy_and_data(plan: RunPlan, context: StageContext):
@@ -241,6 +257,8 @@ def _build_and_compile(plan: RunPlan, context: StageContext, architecture, strat
     with strategy.scope(), dtype_policy(plan.train.precision):
         stage, epochs = architecture.prepare(model_spec(plan), context)
         model = build_model(plan, **stage)
+        for coupling in model.couplings:  # e.g. KD-MTL's teachers' weights
+            coupling.initialise(model, load_run_model)
         model.steps_per_epoch = context.steps
         model.compile(optimizer=make_optimizer(plan.train), **plan.train.compile_options)
     log.info("training on %d replica(s) (%s), precision %s, global batch %d", strategy.num_replicas_in_sync,

@@ -72,7 +72,7 @@ class FAMO(Weighting):
         images, y = batch
         counts = {}
         new_features, predictions = model.features_and_predictions(images, training=True)
-        new_terms = model.loss_terms(y, predictions, counts, new_features)
+        new_terms = model.loss_terms(y, predictions, counts, new_features, images)
         weights = model.loss_weights
         old = replica_sum(ops.stack([ops.cast(weights[t] * task_losses.get(t, 0.0), "float32") for t in self.tasks]))
         new = replica_sum(ops.stack([ops.cast(weights[t] * new_terms.get(t, 0.0), "float32") for t in self.tasks]))
