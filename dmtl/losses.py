@@ -355,6 +355,7 @@ def jtr_terms(predicted, filled, encode, decode):
     """JTR (Nishi et al. 2024) per image: L_Dist = mean_j (g1(Yhat) - g1(Y))_j^2 and L_Recon = mean_i
     (g2(g1(sg Yhat)) - sg Yhat)_i^2 + mean_i (g2(g1(sg Y)) - sg Y)_i^2; ``predicted`` Yhat, ``filled`` Y (B, K+M),
     ``encode`` g1, ``decode`` g2. L_Recon's gradient reaches g1 and g2 only."""
+    predicted, filled = ops.convert_to_tensor(predicted, "float32"), ops.convert_to_tensor(filled, "float32")
     distance = ops.mean(ops.square(encode(predicted) - encode(filled)), axis=-1)
     reconstruction = 0.0
     for stacked in (ops.stop_gradient(predicted), ops.stop_gradient(filled)):

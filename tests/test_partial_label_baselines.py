@@ -1,6 +1,7 @@
 """The partial-label baselines of issue 34: JTR (joint-task regularization), KD-MTL (distillation from single-task
 teachers) and SA-PL (reliability-weighted pseudo-labels): their losses on hand-computed cases, which networks their
-gradients reach, and the teachers they read."""
+gradients reach, and the teachers they read. The tests marked ``backends`` also run under JAX and PyTorch
+(``tests/test_backends.py``): JTR trains in Keras's own step on every backend."""
 import keras
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ def _reached(fn, variables) -> list[bool]:
 
 
 # ---------------------------------------------------------------- weighted masked losses
+@pytest.mark.backends
 def test_per_label_weights_scale_the_masked_losses_by_hand():
     p = np.array([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]], np.float32)
     values, mask = losses.masked_categorical_crossentropy_terms(np.array([0, 1, -1]), p, weights=[1.0, 0.5, 0.3])
@@ -39,6 +41,7 @@ def test_per_label_weights_scale_the_masked_losses_by_hand():
 
 
 # ---------------------------------------------------------------- JTR
+@pytest.mark.backends
 def test_jtr_label_filled_vector_takes_labels_where_present_and_predictions_elsewhere():
     predictions = {"classes": np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]], np.float32),
                    "attributes": np.array([[0.9, 0.2], [0.4, 0.7]], np.float32)}
@@ -46,6 +49,7 @@ def test_jtr_label_filled_vector_takes_labels_where_present_and_predictions_else
     np.testing.assert_allclose(label_filled(y, predictions, 3), [[0, 0, 1, 0.9, 1.0], [0.6, 0.3, 0.1, 0.0, 0.7]])
 
 
+@pytest.mark.backends
 def test_jtr_terms_equal_a_hand_computation_with_linear_networks():
     rng = np.random.default_rng(0)
     e, d = rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)
@@ -56,6 +60,7 @@ def test_jtr_terms_equal_a_hand_computation_with_linear_networks():
     np.testing.assert_allclose(reconstruction, expected, rtol=1e-5)
 
 
+@pytest.mark.backends
 def test_jtr_distance_trains_heads_and_encoder_and_reconstruction_only_the_autoencoder():
     keras.utils.set_random_seed(0)
     model = _model([get_coupling("jtr", hidden_units=8, latent_dim=4)])
@@ -81,6 +86,7 @@ def test_jtr_distance_trains_heads_and_encoder_and_reconstruction_only_the_autoe
 
 
 # ---------------------------------------------------------------- KD-MTL
+@pytest.mark.backends
 def test_kd_mtl_term_is_the_squared_distance_of_l2_normalised_features():
     value = losses.kd_mtl_terms(np.array([[3.0, 4.0]], np.float32), np.array([[0.0, 2.0]], np.float32))
     assert float(value[0]) == pytest.approx(0.6 ** 2 + 0.2 ** 2, abs=1e-5)
