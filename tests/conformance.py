@@ -11,6 +11,8 @@ checks, so a new weighting, architecture, coupling or database adapter is covere
   predictions and a database with one task only. The step of each pair that first checks a piece runs compiled
   (``tf.function``), as a run trains; the other pairs and the once-per-piece checks run their steps eagerly
   (``run_eagerly``: the same ``train_step``, without tracing a new graph for every one-step model).
+* :func:`run_completion_test` — one label-completion scheme on a stand-in stage: ground truth kept, the rest filled
+  with valid targets (and weights), reused on resume, trainable.
 * :func:`run_export_test` — one architecture: its ONNX export equals the Keras model under onnxruntime.
 * :func:`run_mirrored_steps` — one step under ``MirroredStrategy`` on two logical CPUs, in a fresh process.
 * :func:`run_adapter_test` — one database adapter: its fixture reads, the schema and counts are consistent, labels
@@ -177,6 +179,66 @@ def run_method_test(weighting_name, architecture_name, tmp_path) -> None:
     history = one.fit(x1, y1, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(history["classes_loss"][0])
     assert set(one(x1, training=False)) == {"classes"}
+
+
+class _TeacherContext:
+    """A :class:`dmtl.stages.StageContext` stand-in for :func:`run_completion_test`: ``train_run`` records the
+    teacher sub-run it was asked for, ``predict_train`` returns fixed random teacher probabilities and the labels of
+    :func:`partial_data` (one data folder; train and val splits)."""
+
+    def __init__(self, run_dir, data):
+        self.run_dir, self.data, self.trained = Path(run_dir), data, []
+
+    def train_run(self, overrides, run_dir):
+        assert overrides["setting"] in ("st-classes", "st-attributes"), overrides
+        self.trained.append(overrides["setting"])
+
+    def predict_train(self, run_dir, split="train"):
+        x, y = self.data[split]
+        rng = np.random.default_rng(len(x) + (split == "val"))
+        logits = rng.normal(size=(len(x), 7))
+        outputs = {"classes": np.exp(logits) / np.exp(logits).sum(-1, keepdims=True),
+                   "attributes": rng.uniform(0.02, 0.98, (len(x), len(AUS)))}
+        return [(outputs, y)]
+
+
+def run_completion_test(name, tmp_path) -> None:
+    """One label-completion scheme on a stand-in stage (:class:`_TeacherContext`): its targets keep every ground-truth
+    label, fill the rest with class distributions / attribute probabilities (per-label weights, where given, in
+    [0, 1] and 1 on ground truth), are reused when the run resumes, and train a model with finite losses."""
+    import keras
+
+    from dmtl.label_completion import completion_class
+
+    data = {"train": partial_data(16, seed=0), "val": partial_data(16, seed=1, interleaved=True)}
+    completion = completion_class(name)()
+    context = _TeacherContext(tmp_path, data)
+    targets = completion.targets(context)
+    if targets is None:  # ground truth only
+        return
+    x, y = data["train"]
+    assert len(targets) == 1
+    t = targets[0]
+    labelled = y["classes"] >= 0
+    np.testing.assert_array_equal(np.asarray(t["classes"])[labelled].argmax(-1), y["classes"][labelled])
+    np.testing.assert_allclose(np.asarray(t["classes"]).sum(-1), 1.0, atol=1e-5)
+    known = y["attributes"] >= 0
+    np.testing.assert_array_equal(np.asarray(t["attributes"])[known], y["attributes"][known])
+    assert np.all((np.asarray(t["attributes"]) >= 0) & (np.asarray(t["attributes"]) <= 1))
+    for key, where in (("classes_weight", labelled), ("attributes_weight", known)):
+        if key in t:
+            weight = np.asarray(t[key])
+            assert np.all((weight >= 0) & (weight <= 1)) and np.all(weight[where] == 1.0), key
+    trained = list(context.trained)
+    again = completion.targets(context)  # a resumed run reuses what the stage wrote
+    assert context.trained == trained
+    for key in t:
+        np.testing.assert_array_equal(np.asarray(again[0][key]), np.asarray(t[key]))
+    keras.utils.set_random_seed(0)
+    model = build("ew", "shared", couplings=False)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    history = model.fit(x, {k: np.asarray(v) for k, v in t.items()}, batch_size=8, epochs=1, verbose=0).history
+    assert np.isfinite(history["classes_loss"][0]) and np.isfinite(history["attributes_loss"][0])
 
 
 def run_export_test(architecture_name, tmp_path) -> None:

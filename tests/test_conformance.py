@@ -1,10 +1,11 @@
-"""Every registered weighting x architecture and every database adapter passes the conformance harness."""
+"""Every registered weighting x architecture, label completion and database adapter passes the conformance
+harness."""
 import math
 import sys
 
 import pytest
 
-from dmtl import architectures, config, databases
+from dmtl import architectures, config, databases, label_completion
 from dmtl.models import REGISTRY as BACKBONES
 from tests import conformance
 from tests.database_fixtures import FIXTURES
@@ -24,6 +25,11 @@ def test_method(weighting, architecture, tmp_path):
 @pytest.mark.parametrize("architecture", sorted(architectures.REGISTRY))
 def test_onnx_export_equals_keras(architecture, tmp_path):
     conformance.run_export_test(architecture, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(label_completion.REGISTRY))
+def test_label_completion(name, tmp_path):
+    conformance.run_completion_test(name, tmp_path)
 
 
 def test_mirrored_step_for_every_combination(tmp_path):
