@@ -149,10 +149,10 @@ def test_multi_process_is_refused_on_tensorflow_and_for_tape_methods_before_any_
     with pytest.raises(config.ConfigError, match="KERAS_BACKEND=jax.*20585"):
         config.resolve("demo", overrides={"strategy": "multi-process"})
     done = subprocess.run([sys.executable, "-m", "dmtl", "train", "--database", "demo", "--out", str(tmp_path / "r"),
-                           "--strategy", "multi-process", "--set", "weighting=gradnorm"], capture_output=True,
+                           "--strategy", "multi-process", "--method", "mtpsl"], capture_output=True,
                           text=True, timeout=300, env=_env())
     err = done.stderr.strip().splitlines()
-    assert done.returncode == 2 and len(err) == 1 and "gradnorm" in err[0] and "TensorFlow backend only" in err[0]
+    assert done.returncode == 2 and len(err) == 1 and "mtpsl" in err[0] and "TensorFlow backend only" in err[0]
     assert not (tmp_path / "r").exists()
 
 
