@@ -1,5 +1,5 @@
 """The related methods beside ST, NC MT and the default C MT on the demo and two CelebA databases: MTPSL, AAL, the
-joint-distribution GAN (JDL), JTR, KD-MTL and self-adaptive pseudo-labelling (SA-PL), each at its paper's
+joint-distribution GAN (JDL), JTR, KD-MTL, S-T NC MT and self-adaptive pseudo-labelling (SA-PL), each at its paper's
 defaults, through ``dmtl compare`` over the same seeds.
 
 Databases and protocol as in ``bench/coupling_calibration.py`` (``celeba-hair``: hair colour x 36 attributes;
@@ -7,7 +7,7 @@ Databases and protocol as in ``bench/coupling_calibration.py`` (``celeba-hair``:
 ``ew``, couplings outside the weighting), so the ST / NC MT / C MT runs of the calibration are the same runs (a
 comparison resumes them when its folder holds them). AAL pairs, fixed before measuring: on CelebA the paper's
 Straight_Hair / Big_Lips (Big Lips is the worst partner of 30 of the 40 attributes in the AAL paper); on the demo
-AU12 / AU4 (lip-corner puller vs brow lowerer, not chosen from results). KD-MTL and SA-PL learn from the ST row's
+AU12 / AU4 (lip-corner puller vs brow lowerer, not chosen from results). KD-MTL, S-T NC MT and SA-PL learn from the ST row's
 runs of the same seed. Nothing here is tuned.
 
     python bench/related_methods.py --seeds 3 --out runs/related
@@ -24,7 +24,7 @@ from coupling_calibration import REPO, dmtl, prepare_database  # noqa: E402
 
 PAIRS = {"demo": "[[AU12, AU4]]", "celeba-hair": "[[Straight_Hair, Big_Lips]]",
          "celeba-gender-age": "[[Straight_Hair, Big_Lips]]"}
-METHODS = "mtpsl,aal,jdl,jtr,kd-mtl,sa-pl"
+METHODS = "st-t,mtpsl,aal,jdl,jtr,kd-mtl,sa-pl"
 SETTINGS = "st,nc,c-recommended"
 
 

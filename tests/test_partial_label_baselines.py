@@ -209,7 +209,7 @@ def test_compare_hands_its_st_rows_to_the_methods_that_learn_from_teachers(tmp_p
     from dmtl.experiments import compare
 
     rows = compare.plan(["st", "nc"], ["kd-mtl", "sa-pl", "jtr", "st-t"], None, [])
-    assert compare.uses_teachers("kd-mtl") and compare.uses_teachers("sa-pl")
+    assert compare.uses_teachers("kd-mtl") and compare.uses_teachers("sa-pl") and compare.uses_teachers("st-t")
     assert not compare.uses_teachers("jtr") and not compare.uses_teachers("ew")
     given = compare.teacher_overrides({"setting": "nc", "method": "kd-mtl"}, rows, tmp_path, "seed2")
     assert given == {"method_options": {"teachers": {

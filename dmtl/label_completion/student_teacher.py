@@ -91,24 +91,24 @@ __all__ = ["sharpen", "soft_attribute_targets", "soft_class_targets", "soft_targ
 
 
 class StudentTeacher(LabelCompletion):
-    """``student_teacher`` (S-T NC MT), option ``temperature`` (1.0): trains the two single-task teachers
-    (``teachers/st-*`` sub-runs, resumable), then labels every training image that lacks a task's label with that
-    teacher's soft prediction, ground truth kept wherever it exists; saved as ``soft_labels.npz`` (one label set
-    per data folder, evaluation order). The paper's baseline trains the student without coupling (setting nc)."""
+    """``student_teacher`` (S-T NC MT), options ``temperature`` (1.0) and ``teachers`` (finished ST runs,
+    :mod:`dmtl.teachers`; unset: the two single-task teachers are trained as ``teachers/st-*`` sub-runs), then
+    labels every training image that lacks a task's label with that teacher's soft prediction, ground truth kept
+    wherever it exists; saved as ``soft_labels.npz`` (one label set per data folder, evaluation order). The paper's
+    baseline trains the student without coupling (setting nc)."""
 
     name = "student_teacher"
     shorthand = ("st-t", "S-T NC MT")
     settings = ("nc",)
-    option_names = ("temperature",)
+    option_names = ("temperature", "teachers")
+    uses_teachers = True
 
     def targets(self, context):
         path = context.run_dir / "soft_labels.npz"
         if not path.is_file():
-            predictions = {}
-            for setting in ("st-classes", "st-attributes"):
-                teacher_dir = context.run_dir / "teachers" / setting
-                context.train_run({"setting": setting, "label_completion": "none"}, teacher_dir)
-                predictions[setting] = context.predict_train(teacher_dir)
+            from dmtl.teachers import single_task_teachers
+            teachers = single_task_teachers(context, self.options.get("teachers"))
+            predictions = {f"st-{task}": context.predict_train(run) for task, run in teachers.items()}
             temperature = float(self.options.get("temperature", 1.0))
             arrays = {}
             for i, ((class_out, labels), (attribute_out, _)) in enumerate(zip(predictions["st-classes"],
