@@ -7,8 +7,8 @@ Databases and protocol as in ``bench/coupling_calibration.py`` (``celeba-hair``:
 ``ew``, couplings outside the weighting), so the ST / NC MT / C MT runs of the calibration are the same runs (a
 comparison resumes them when its folder holds them). AAL pairs, fixed before measuring: on CelebA the paper's
 Straight_Hair / Big_Lips (Big Lips is the worst partner of 30 of the 40 attributes in the AAL paper); on the demo
-AU12 / AU4 (lip-corner puller vs brow lowerer, not chosen from results). KD-MTL, S-T NC MT and SA-PL learn from the ST row's
-runs of the same seed. Nothing here is tuned.
+AU12 / AU4 (lip-corner puller vs brow lowerer, not chosen from results). KD-MTL, S-T NC MT and SA-PL learn from the
+ST row's runs of the same seed. Nothing here is tuned.
 
     python bench/related_methods.py --seeds 3 --out runs/related
 """

@@ -5,7 +5,8 @@ Each task has a single-task teacher, trained first and then frozen (here the two
 these pooled features, Xavier-normal initialised) aligns the multi-task network's shared feature with each teacher's
 feature of the same image, both L2-normalised:
 
-    L_KD = sum_t lambda_t || A_t(f_s(x)) / ||A_t(f_s(x))|| - f_t(x) / ||f_t(x)|| ||^2     (:func:`dmtl.losses.kd_mtl_terms`)
+    L_KD = sum_t lambda_t || A_t(f_s(x)) / ||A_t(f_s(x))|| - f_t(x) / ||f_t(x)|| ||^2
+(:func:`dmtl.losses.kd_mtl_terms`),
 
 so the shared network keeps what each single-task model knew. It needs no labels: every image contributes. Its
 gradient reaches the shared network and the adaptors, never the heads or the (frozen) teachers. From the authors'

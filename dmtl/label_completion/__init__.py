@@ -1,6 +1,7 @@
 """Label-completion schemes (what the model trains on where a task's labels are missing), one per module behind
 :class:`LabelCompletion`, selected by name (config ``label_completion``, or ``--method st-t``): ``none`` (masked,
-the paper's), ``student_teacher`` (S-T NC MT) and ``self_adaptive`` (reliability-weighted pseudo-labels, ``sa-pl``). Adding one is a module plus a line in :data:`REGISTRY`."""
+the paper's), ``student_teacher`` (S-T NC MT) and ``self_adaptive`` (reliability-weighted pseudo-labels,
+``sa-pl``). Adding one is a module plus a line in :data:`REGISTRY`."""
 from __future__ import annotations
 
 from dmtl.registry import lookup
