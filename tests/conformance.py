@@ -71,6 +71,18 @@ def auxiliary_terms(architecture_name: str) -> list:
     return out
 
 
+def with_auxiliary(weighting_name: str) -> bool:
+    """The auxiliary terms train with one weighting of each kind of step (the first registered name of each
+    ``requires`` set: the plain sum, per-task gradients, state, feature gradients), on every architecture; the
+    other weightings' pairs check the paper's couplings only (an auxiliary network joins the step as the heads do,
+    whatever the method)."""
+    from dmtl import weighting
+    first = {}
+    for name in sorted(weighting.REGISTRY):
+        first.setdefault(frozenset(getattr(weighting.weighting_class(name), "requires", ())), name)
+    return weighting_name in first.values() or weighting_name == "ew"
+
+
 def partial_data(n=16, num_attributes=len(AUS), seed=0, interleaved=False):
     """Half the images labelled for classes only, half for attributes only: the first and second half, or
     alternating rows (``interleaved``: every batch of an even size then holds both tasks, as the harness needs)."""
@@ -104,7 +116,7 @@ def build(weighting_name, architecture_name, num_attributes=len(AUS), tasks=("cl
                                              informativeness="correlation-ratio", confidence=0.5,
                                              reliability="validated"),
                                 get_coupling("sca", informativeness="correlation-ratio", confidence=0.5),
-                                *auxiliary_terms(architecture_name)]
+                                *(auxiliary_terms(architecture_name) if with_auxiliary(weighting_name) else [])]
     spec = ModelSpec((SIZE, SIZE, 3), 7, num_attributes, "small", None, 0, options)
     return get_architecture(architecture_name, **TINY_OPTIONS[architecture_name]).build_model(spec)
 
