@@ -617,3 +617,15 @@ def test_partial_label_baselines_train_from_the_st_rows_of_a_compare(demo_data, 
         assert str(runs / "st-classes-seed0") in (runs / f"{name}-seed0" / "config.yaml").read_text()
     summary = json.loads((runs / "sa-pl-nc-seed0" / "pseudo_labels.json").read_text())
     assert summary["tasks"]["classes"]["pseudo_labels"] > 0 and summary["tasks"]["attributes"]["pseudo_labels"] > 0
+
+
+def test_missing_teacher_runs_are_one_line_before_any_folder(demo_data, tmp_path, capsys):
+    for method, option in (("sa-pl", "label_completion_options"), ("kd-mtl", "auxiliary.kd_mtl")):
+        out = tmp_path / method
+        code = train.main(["--database", "demo", "--data", str(demo_data), "--out", str(out), "--setting", "nc",
+                           "--method", method, "--set",
+                           f"{option}.teachers={{classes: {tmp_path / 'nope'}, attributes: {tmp_path / 'nope'}}}",
+                           "--epochs", "1", *TINY])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(err) == 1 and "is not a finished run" in err[0], err
+        assert not out.exists()

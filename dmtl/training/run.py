@@ -117,6 +117,8 @@ def run(config: dict, run_dir, verbose: int | str = "auto", force: bool = False)
     plan = RunPlan.resolve(config)  # every check on the data happens before the run folder is written
     if process_index(config) > 0:  # multi-process: only process 0 writes (and locks) the run folder
         return _run(config, plan, run_dir, verbose, force, chief=False)
+    if not (run_dir / "config.yaml").is_file():  # a new run: the given teacher runs exist before any folder does
+        _check_given_teachers(plan)
     try:
         with FolderLock(run_dir, "dmtl run"):
             return _finished(config, run_dir, force) or _run(config, plan, run_dir, verbose, force)
@@ -197,9 +199,29 @@ def _data_and_targets(config: dict, plan: RunPlan, run_dir: Path, verbose):
                            compile_options=train_plan.compile_options,
                            train_run=train_run, predict_train=predict, verbose=verbose)
     completion = get_label_completion(method.label_completion, **method.label_completion_options)
-    context.targets = completion.targets(context)
+    from dmtl.teachers import TeacherError
+    try:
+        context.targets = completion.targets(context)
+    except TeacherError as error:
+        raise RunError(str(error)) from None
     _prepare_couplings(method, context)
     return context, architecture
+
+
+def _check_given_teachers(plan: RunPlan) -> None:
+    """The finished ST runs named by a ``teachers`` option (label completion or coupling), checked before anything
+    is written (:func:`dmtl.teachers.check_teacher`)."""
+    from dmtl.teachers import TeacherError, check_teacher
+
+    given = [plan.method.label_completion_options.get("teachers"),
+             *(spec.get("teachers") for spec in plan.method.couplings)]
+    try:
+        for teachers in given:
+            if isinstance(teachers, dict):
+                for task, teacher in teachers.items():
+                    check_teacher(task, teacher)
+    except TeacherError as error:
+        raise RunError(str(error)) from None
 
 
 def _prepare_couplings(method, context: StageContext) -> None:
