@@ -65,13 +65,8 @@ def label_filled(y, predictions, num_classes: int):
     predictions where it has not (per attribute for partly labelled images)."""
     p_class = ops.stop_gradient(ops.cast(predictions["classes"], "float32"))
     p_attribute = ops.stop_gradient(ops.cast(predictions["attributes"], "float32"))
-    classes = ops.cast(y["classes"], "float32")
-    if len(classes.shape) == 1:
-        truth = ops.one_hot(ops.cast(ops.maximum(classes, 0.0), "int32"), num_classes)
-    else:
-        truth = ops.maximum(classes, 0.0)
-    has_class = has_labels(y, "classes")[:, None]
-    class_part = has_class * truth + (1.0 - has_class) * p_class
+    truth, has_class = losses.class_targets(y["classes"], num_classes)
+    class_part = truth + (1.0 - has_class[:, None]) * p_class
     attributes = ops.cast(y["attributes"], "float32")
     attribute_part = ops.where(attributes >= 0, attributes, p_attribute)
     return ops.concatenate([class_part, attribute_part], axis=-1)

@@ -105,17 +105,11 @@ class CrossTaskConsistency(Coupling):
         self.mapping.build()
         return [self.mapping]
 
-    def _class_targets(self, y):
-        value = ops.cast(y, "float32")
-        if len(value.shape) == 1:
-            return ops.one_hot(ops.cast(ops.maximum(value, 0.0), "int32"), self.num_classes)
-        return ops.maximum(value, 0.0)
-
     def terms(self, y, predictions, relatedness, features=None):
         feature = shared_vector(features)
         has_class, has_attribute = has_labels(y, "classes"), has_labels(y, "attributes")
         p_class, p_attribute = predictions["classes"], predictions["attributes"]
-        y_class = self._class_targets(y["classes"])
+        y_class = losses.class_targets(y["classes"], self.num_classes)[0]
         y_attribute = ops.cast(y["attributes"], "float32")
         y_attribute = ops.where(y_attribute >= 0, y_attribute, ops.stop_gradient(p_attribute))
         only = self.where == "unlabelled"
